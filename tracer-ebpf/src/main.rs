@@ -1,0 +1,20 @@
+//! leaktracer's eBPF programs. Built for `bpfel-unknown-none` by `tracer/build.rs` and
+//! embedded in the `leaktracer` binary.
+//!
+//! Every program first checks that the current process is the target (`TARGET_TGID`):
+//! tracepoints fire system-wide, and a uprobe on a shared library file must not cost
+//! other processes more than that check.
+#![no_std]
+#![no_main]
+
+mod probes;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

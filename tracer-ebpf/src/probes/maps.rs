@@ -1,0 +1,92 @@
+//! Maps and globals shared by the programs. Sizes here are defaults; the loader may
+//! resize the ring buffer and the stack table.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{LruHashMap, PerCpuArray, RingBuf},
+};
+use tracer_ebpf::{Stack, counter};
+
+/// Events to userspace.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
+
+/// User stacks by content hash: identical stacks are stored once. LRU so it never fills;
+/// userspace reads each new stack as soon as it sees its id, long before eviction.
+#[map]
+pub static STACKS: LruHashMap<u64, Stack> = LruHashMap::with_max_entries(16384, 0);
+
+/// Per-CPU scratch space to build a stack in (too big for the BPF stack).
+#[map]
+pub static STACK_SCRATCH: PerCpuArray<Stack> = PerCpuArray::with_max_entries(1, 0);
+
+/// Failure counters, indexed by `tracer_ebpf::counter`.
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// Allocator calls between entry and return, by thread. Only the outermost traced call
+/// of a thread is kept: nested calls (realloc calling malloc) are not separate events.
+#[map]
+pub static ALLOC_CALLS: LruHashMap<u32, AllocCall> = LruHashMap::with_max_entries(32768, 0);
+
+/// Memory syscalls between enter and exit, by thread. Separate from `ALLOC_CALLS`, so a
+/// malloc that calls mmap keeps both.
+#[map]
+pub static SYSCALL_CALLS: LruHashMap<u32, SyscallCall> = LruHashMap::with_max_entries(32768, 0);
+
+#[unsafe(no_mangle)]
+static TARGET_TGID: u32 = 0;
+
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: u64 = 1 << 20;
+
+/// An allocator call in flight.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct AllocCall {
+    /// Stack pointer at entry; the return probe sees `sp + 8`.
+    pub sp: u64,
+    pub ts_ns: u64,
+    pub size: u64,
+    /// realloc: the old block; posix_memalign: where the result is stored.
+    pub arg: u64,
+    pub stack_id: u64,
+    pub func: u32,
+    pub _pad: u32,
+}
+
+/// A memory syscall in flight.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SyscallCall {
+    pub kind: u32,
+    pub flags: u32,
+    pub addr: u64,
+    pub len: u64,
+    pub new_len: u64,
+    pub prot: u64,
+    pub map_flags: u64,
+    pub fd: u64,
+    pub stack_id: u64,
+}
+
+#[inline(always)]
+pub fn target_tgid() -> u32 {
+    // SAFETY: a plain read of a global the loader sets before load; volatile so the
+    // compiler does not fold in the zero above.
+    unsafe { core::ptr::read_volatile(&TARGET_TGID) }
+}
+
+#[inline(always)]
+pub fn wakeup_bytes() -> u64 {
+    // SAFETY: as for `target_tgid`.
+    unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) }
+}
+
+#[inline(always)]
+pub fn count(index: u32) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *slot += 1 };
+    }
+}

@@ -1,0 +1,346 @@
+//! The aggregator: applies events to the live tables and keeps per-site figures.
+//!
+//! Heap blocks are keyed by address; mappings and break growth by address range. Every
+//! live object points at the site that made it, so a release is charged back to its
+//! site. Memory an allocator maps for its own arenas, and libraries the dynamic loader
+//! maps, are tracked (a later munmap must find them) but belong to no site: the blocks
+//! carved from them are already charged to their callers.
+
+pub mod hash;
+pub mod mappings;
+pub mod sites;
+pub mod stacks;
+
+use hdrhistogram::Histogram;
+
+use self::{
+    hash::AddrMap,
+    mappings::{Owner, RangeTable, Released},
+    sites::{SiteIdx, SiteKey, SiteKind, Sites},
+    stacks::StackTable,
+};
+use crate::event::{Event, Origin, StackId};
+
+const MAP_ANONYMOUS: u64 = 0x20;
+const MREMAP_DONTUNMAP: u64 = 4;
+
+/// A live heap block.
+#[derive(Debug, Clone, Copy)]
+struct Block {
+    size: u64,
+    born_ns: u64,
+    site: SiteIdx,
+}
+
+/// What userspace noticed that makes a report less than complete.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Coverage {
+    /// Events applied.
+    pub events: u64,
+    /// Frees (and reallocs) of blocks never seen allocated: made before attach.
+    pub unknown_frees: u64,
+    /// munmaps of ranges never seen mapped.
+    pub unknown_unmaps: u64,
+    /// Blocks returned at an address that was still live: a free was missed.
+    pub address_reused: u64,
+    /// Records that could not be decoded.
+    pub decode_errors: u64,
+    /// Events of a launched child before it exec'd (leaktracer's own code), ignored.
+    pub pre_exec_events: u64,
+}
+
+pub struct Aggregator {
+    pub sites: Sites,
+    pub stacks: StackTable,
+    pub coverage: Coverage,
+    heap: AddrMap<Block>,
+    ranges: RangeTable,
+    brk: Option<u64>,
+    await_exec: bool,
+    page: u64,
+    released: Vec<Released>,
+}
+
+/// Figures of one site in a report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SiteFigures {
+    pub site: SiteIdx,
+    pub live_count: u64,
+    pub live_bytes: u64,
+    pub allocs: u64,
+    pub frees: u64,
+    pub age: Ages,
+}
+
+/// Age of the live allocations of a site, in seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Ages {
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+/// Totals over everything live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub heap_bytes: u64,
+    pub heap_blocks: u64,
+    pub mapped_bytes: u64,
+    pub allocator_bytes: u64,
+    pub loader_bytes: u64,
+    pub sites: u64,
+    pub live_sites: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub sites: Vec<SiteFigures>,
+    pub totals: Totals,
+}
+
+impl Aggregator {
+    /// `await_exec`: ignore everything until the target execs (a launched child).
+    /// `brk`: the target's current break, if known.
+    pub fn new(stacks: StackTable, await_exec: bool, brk: Option<u64>) -> Self {
+        Self {
+            sites: Sites::default(),
+            stacks,
+            coverage: Coverage::default(),
+            heap: AddrMap::default(),
+            ranges: RangeTable::default(),
+            brk,
+            await_exec,
+            page: crate::target::page_size(),
+            released: Vec::new(),
+        }
+    }
+
+    pub fn apply(&mut self, event: &Event) {
+        if self.await_exec {
+            if matches!(event, Event::Exec { .. }) {
+                self.await_exec = false;
+                self.stacks.modules.reset();
+            } else {
+                self.coverage.pre_exec_events += 1;
+            }
+            return;
+        }
+        self.coverage.events += 1;
+        match *event {
+            Event::Alloc { ts_ns, addr, size, stack, func } => self.allocate(ts_ns, addr, size, stack, func),
+            Event::Free { addr, .. } => self.free(addr),
+            Event::Realloc { ts_ns, old, addr, size, stack, func } => {
+                if old != 0 {
+                    self.free(old);
+                }
+                self.allocate(ts_ns, addr, size, stack, func);
+            }
+            Event::Mmap { ts_ns, addr, len, flags, fd, stack, origin, .. } => {
+                let file = flags & MAP_ANONYMOUS == 0 && fd.is_some();
+                let owner = self.owner(origin, SiteKind::Mmap { file }, stack);
+                let len = self.pages(len);
+                self.map(addr, len, owner, ts_ns);
+            }
+            Event::Munmap { addr, len, .. } => {
+                let len = self.pages(len);
+                if self.unmap(addr, len).is_empty() {
+                    self.coverage.unknown_unmaps += 1;
+                }
+            }
+            Event::Mremap { ts_ns, old_addr, old_len, addr, len, flags, stack, origin } => {
+                // The moved mapping keeps its backing; an unknown one counts as anonymous.
+                let mut file = false;
+                if flags & MREMAP_DONTUNMAP == 0 {
+                    let old_len = self.pages(old_len);
+                    for owner in self.unmap(old_addr, old_len) {
+                        if let Owner::Site(s) = owner
+                            && let SiteKind::Mmap { file: f } = self.sites.get(s).key.kind
+                        {
+                            file = f;
+                        }
+                    }
+                }
+                let owner = self.owner(origin, SiteKind::Mmap { file }, stack);
+                let len = self.pages(len);
+                self.map(addr, len, owner, ts_ns);
+            }
+            Event::Brk { ts_ns, brk, stack, origin, .. } => {
+                match self.brk {
+                    Some(current) if brk > current => {
+                        let owner = self.owner(origin, SiteKind::Brk, stack);
+                        self.map(current, brk - current, owner, ts_ns);
+                    }
+                    Some(current) if brk < current => {
+                        self.unmap(brk, current - brk);
+                    }
+                    _ => {}
+                }
+                self.brk = Some(brk);
+            }
+            Event::Exec { .. } => {
+                // A new image: everything of the old one is gone.
+                self.heap.clear();
+                self.ranges.clear();
+                self.sites.clear_live();
+                self.brk = None;
+                self.stacks.modules.reset();
+            }
+        }
+    }
+
+    fn allocate(&mut self, ts_ns: u64, addr: u64, size: u64, stack: Option<StackId>, func: u32) {
+        let site = self.sites.intern(SiteKey { kind: SiteKind::Heap, stack, func });
+        if let Some(id) = stack {
+            // Read the stack while the process can still say where its code is. A stack
+            // that cannot be read is counted; the block still counts, at its site.
+            self.stacks.resolve(id);
+        }
+        self.sites.get_mut(site).born(size);
+        if let Some(old) = self.heap.insert(addr, Block { size, born_ns: ts_ns, site }) {
+            self.coverage.address_reused += 1;
+            self.sites.get_mut(old.site).released(old.size, true);
+        }
+    }
+
+    fn free(&mut self, addr: u64) {
+        match self.heap.remove(&addr) {
+            Some(block) => self.sites.get_mut(block.site).released(block.size, true),
+            None => self.coverage.unknown_frees += 1,
+        }
+    }
+
+    /// Who a new range belongs to.
+    fn owner(&mut self, origin: Origin, kind: SiteKind, stack: Option<StackId>) -> Owner {
+        if origin == Origin::Allocator {
+            return Owner::Allocator;
+        }
+        if let Some(id) = stack
+            && self.stacks.resolve(id).is_some_and(|s| s.in_loader)
+        {
+            return Owner::Loader;
+        }
+        Owner::Site(self.sites.intern(SiteKey { kind, stack, func: 0 }))
+    }
+
+    fn map(&mut self, addr: u64, len: u64, owner: Owner, ts_ns: u64) {
+        self.released.clear();
+        let mut released = std::mem::take(&mut self.released);
+        self.ranges.insert(addr, len, owner, ts_ns, &mut released);
+        self.charge(&released);
+        self.released = released;
+        if let Owner::Site(s) = owner {
+            self.sites.get_mut(s).born(len);
+        }
+    }
+
+    /// Releases a range; returns the owners it took from.
+    fn unmap(&mut self, addr: u64, len: u64) -> Vec<Owner> {
+        let mut released = Vec::new();
+        self.ranges.remove(addr, len, &mut released);
+        self.charge(&released);
+        released.iter().map(|r| r.owner).collect()
+    }
+
+    fn charge(&mut self, released: &[Released]) {
+        for r in released {
+            if let Owner::Site(s) = r.owner {
+                self.sites.get_mut(s).released(r.bytes, r.whole);
+            }
+        }
+    }
+
+    fn pages(&self, len: u64) -> u64 {
+        len.div_ceil(self.page).saturating_mul(self.page)
+    }
+
+    /// Report figures at `now_ns`: the `top` sites by live bytes (all sites, including
+    /// those with nothing live, when `top` is 0), counting only allocations at least
+    /// `min_age_ns` old.
+    pub fn snapshot(&self, now_ns: u64, min_age_ns: u64, top: usize) -> Snapshot {
+        let old_enough = |born: u64| now_ns.saturating_sub(born) >= min_age_ns;
+        let mut live = vec![(0u64, 0u64); self.sites.len()];
+        let mut totals = Totals { sites: self.sites.len() as u64, ..Totals::default() };
+        for block in self.heap.values() {
+            totals.heap_bytes += block.size;
+            totals.heap_blocks += 1;
+            if old_enough(block.born_ns) {
+                let l = &mut live[block.site as usize];
+                l.0 += 1;
+                l.1 += block.size;
+            }
+        }
+        for range in self.ranges.iter() {
+            match range.owner {
+                Owner::Site(s) => {
+                    totals.mapped_bytes += range.bytes;
+                    if old_enough(range.born_ns) {
+                        let l = &mut live[s as usize];
+                        l.0 += 1;
+                        l.1 += range.bytes;
+                    }
+                }
+                Owner::Allocator => totals.allocator_bytes += range.bytes,
+                Owner::Loader => totals.loader_bytes += range.bytes,
+            }
+        }
+        totals.live_sites = live.iter().filter(|l| l.0 > 0).count() as u64;
+
+        let mut order: Vec<SiteIdx> =
+            (0..self.sites.len() as SiteIdx).filter(|&s| top == 0 || live[s as usize].0 > 0).collect();
+        order.sort_by_key(|&s| {
+            let (count, bytes) = live[s as usize];
+            (std::cmp::Reverse(bytes), std::cmp::Reverse(count), s)
+        });
+        if top != 0 {
+            order.truncate(top);
+        }
+
+        // Ages only for the sites reported.
+        let mut slot = vec![usize::MAX; self.sites.len()];
+        // Milliseconds, three significant digits; the oldest is kept exactly.
+        let mut histograms: Vec<(Histogram<u64>, u64)> = Vec::with_capacity(order.len());
+        for (i, &s) in order.iter().enumerate() {
+            slot[s as usize] = i;
+            histograms.push((Histogram::new(3).expect("3 significant figures is valid"), 0));
+        }
+        let mut record = |site: SiteIdx, born: u64| {
+            let i = slot[site as usize];
+            if i != usize::MAX && old_enough(born) {
+                let ms = now_ns.saturating_sub(born) / 1_000_000;
+                let (h, max) = &mut histograms[i];
+                // An auto-resizing histogram takes any value.
+                let _ = h.record(ms);
+                *max = (*max).max(ms);
+            }
+        };
+        for block in self.heap.values() {
+            record(block.site, block.born_ns);
+        }
+        for range in self.ranges.iter() {
+            if let Owner::Site(s) = range.owner {
+                record(s, range.born_ns);
+            }
+        }
+
+        let sites = order
+            .iter()
+            .zip(&histograms)
+            .map(|(&s, (h, max))| {
+                let site = self.sites.get(s);
+                let (live_count, live_bytes) = live[s as usize];
+                let secs = |ms: u64| ms as f64 / 1000.0;
+                let quantile = |q: f64| secs(h.median_equivalent(h.value_at_quantile(q)).min(*max));
+                let age = if h.is_empty() {
+                    Ages::default()
+                } else {
+                    Ages { p50: quantile(0.5), p99: quantile(0.99), max: secs(*max) }
+                };
+                SiteFigures { site: s, live_count, live_bytes, allocs: site.allocs, frees: site.frees, age }
+            })
+            .collect();
+        Snapshot { sites, totals }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,124 @@
+//! Call sites: what made the memory (kind + stack + allocator function), with running
+//! figures. Every kind of tracked object (heap blocks, mappings, and later goroutines,
+//! defers, file descriptors) lands in the same site model.
+
+use std::collections::HashMap;
+
+use crate::event::StackId;
+
+/// What a site makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SiteKind {
+    /// Blocks from the malloc family.
+    Heap,
+    /// Mappings from mmap/mremap, anonymous or backed by a file.
+    Mmap { file: bool },
+    /// Break growth made outside any traced allocator.
+    Brk,
+}
+
+impl SiteKind {
+    /// The name reports use (`kind` in the JSON schema).
+    pub fn name(self) -> &'static str {
+        match self {
+            SiteKind::Heap => "heap",
+            SiteKind::Mmap { .. } => "mmap",
+            SiteKind::Brk => "brk",
+        }
+    }
+}
+
+/// Identity of a site: two allocations with equal keys are the same site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SiteKey {
+    pub kind: SiteKind,
+    pub stack: Option<StackId>,
+    /// The allocator function (`tracer_ebpf::func`), or 0 for syscalls.
+    pub func: u32,
+}
+
+/// Index of a site in [`Sites`]; also its stable id within the run.
+pub type SiteIdx = u32;
+
+/// Running figures of one site.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Site {
+    pub key: SiteKey,
+    pub live_count: u64,
+    pub live_bytes: u64,
+    pub allocs: u64,
+    pub frees: u64,
+    pub alloc_bytes: u64,
+    pub free_bytes: u64,
+}
+
+impl Site {
+    pub(crate) fn born(&mut self, bytes: u64) {
+        self.allocs += 1;
+        self.alloc_bytes += bytes;
+        self.live_count += 1;
+        self.live_bytes += bytes;
+    }
+
+    /// `bytes` of one allocation released; `whole` when nothing of it remains.
+    pub(crate) fn released(&mut self, bytes: u64, whole: bool) {
+        self.free_bytes += bytes;
+        self.live_bytes = self.live_bytes.saturating_sub(bytes);
+        if whole {
+            self.frees += 1;
+            self.live_count = self.live_count.saturating_sub(1);
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Sites {
+    list: Vec<Site>,
+    index: HashMap<SiteKey, SiteIdx>,
+}
+
+impl Sites {
+    /// The site for `key`, created on first sight.
+    pub fn intern(&mut self, key: SiteKey) -> SiteIdx {
+        *self.index.entry(key).or_insert_with(|| {
+            self.list.push(Site {
+                key,
+                live_count: 0,
+                live_bytes: 0,
+                allocs: 0,
+                frees: 0,
+                alloc_bytes: 0,
+                free_bytes: 0,
+            });
+            (self.list.len() - 1) as SiteIdx
+        })
+    }
+
+    pub fn get(&self, idx: SiteIdx) -> &Site {
+        &self.list[idx as usize]
+    }
+
+    pub fn get_mut(&mut self, idx: SiteIdx) -> &mut Site {
+        &mut self.list[idx as usize]
+    }
+
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (SiteIdx, &Site)> {
+        self.list.iter().enumerate().map(|(i, s)| (i as SiteIdx, s))
+    }
+
+    /// Zeroes what is live (the image was replaced by exec); totals stay.
+    pub fn clear_live(&mut self) {
+        for site in &mut self.list {
+            site.live_count = 0;
+            site.live_bytes = 0;
+        }
+    }
+}

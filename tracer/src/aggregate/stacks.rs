@@ -1,0 +1,143 @@
+//! User stacks, read from the kernel once per distinct stack and placed in the target's
+//! modules right away, while the process is alive to say where its code is.
+
+use std::{collections::HashMap, sync::Arc};
+
+use crate::{
+    event::StackId,
+    symbolize::modules::{Location, ModuleMap},
+};
+
+/// A stack as the kernel stored it: innermost first, `frames[0]` the probed instruction,
+/// `frames[1]` the return address into the direct caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawStack {
+    pub frames: Vec<u64>,
+    pub truncated: bool,
+}
+
+/// Where stacks come from: the kernel's stack map, or a fixed table in tests.
+pub trait StackSource {
+    fn fetch(&mut self, id: StackId) -> Option<RawStack>;
+}
+
+/// One frame: its runtime address and where that is in a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame {
+    pub addr: u64,
+    pub location: Option<Location>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackInfo {
+    /// Innermost first, without the probed instruction (the allocator or syscall wrapper
+    /// itself): `frames[0]` is the code that asked for the memory.
+    pub frames: Vec<Frame>,
+    pub truncated: bool,
+    /// The probed instruction is in the dynamic loader: mappings made here are libraries
+    /// being loaded.
+    pub in_loader: bool,
+}
+
+pub struct StackTable {
+    source: Box<dyn StackSource>,
+    pub modules: ModuleMap,
+    known: HashMap<StackId, Option<Arc<StackInfo>>>,
+    /// Stacks the kernel side reported but userspace could not read back.
+    pub missing: u64,
+}
+
+impl StackTable {
+    pub fn new(source: Box<dyn StackSource>, modules: ModuleMap) -> Self {
+        Self { source, modules, known: HashMap::new(), missing: 0 }
+    }
+
+    /// The stack for `id`, read and placed on first sight.
+    pub fn resolve(&mut self, id: StackId) -> Option<Arc<StackInfo>> {
+        if let Some(known) = self.known.get(&id) {
+            return known.clone();
+        }
+        let info = match self.source.fetch(id) {
+            Some(raw) => Some(Arc::new(self.place(&raw))),
+            None => {
+                self.missing += 1;
+                None
+            }
+        };
+        self.known.insert(id, info.clone());
+        info
+    }
+
+    /// Stacks already resolved (for symbolizing at report time).
+    pub fn get(&self, id: StackId) -> Option<&Arc<StackInfo>> {
+        self.known.get(&id).and_then(Option::as_ref)
+    }
+
+    fn place(&mut self, raw: &RawStack) -> StackInfo {
+        let probed = raw.frames.first().copied().and_then(|ip| self.modules.locate(ip));
+        let in_loader = probed.and_then(|l| l.module).is_some_and(|m| self.modules.module(m).is_loader);
+        let mut frames = Vec::with_capacity(raw.frames.len().saturating_sub(1));
+        for (i, &addr) in raw.frames.iter().enumerate().skip(1) {
+            let location = self.modules.locate(addr);
+            // frames[1] was read from [sp], which is a return address only when the probe
+            // sits on a function's first instruction; anything not in code is dropped.
+            if i == 1 && location.is_none() {
+                continue;
+            }
+            frames.push(Frame { addr, location });
+        }
+        StackInfo { frames, truncated: raw.truncated, in_loader }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::maps;
+
+    struct Fixed(HashMap<StackId, RawStack>);
+    impl StackSource for Fixed {
+        fn fetch(&mut self, id: StackId) -> Option<RawStack> {
+            self.0.get(&id).cloned()
+        }
+    }
+
+    fn table(stacks: &[(u64, Vec<u64>)]) -> StackTable {
+        let modules = ModuleMap::from_entries(&maps::parse(
+            "1000-2000 r-xp 00000000 fe:00 5 /lib/ld-linux-x86-64.so.2\n\
+             7000-9000 r-xp 00001000 fe:00 6 /usr/bin/app\n",
+        ));
+        let source = Fixed(
+            stacks
+                .iter()
+                .map(|(id, f)| (StackId(*id), RawStack { frames: f.clone(), truncated: false }))
+                .collect(),
+        );
+        StackTable::new(Box::new(source), modules)
+    }
+
+    #[test]
+    fn drops_the_probed_instruction_and_places_frames() {
+        let mut t = table(&[(1, vec![0x7000, 0x7100, 0x7200])]);
+        let info = t.resolve(StackId(1)).unwrap();
+        assert_eq!(info.frames.iter().map(|f| f.addr).collect::<Vec<_>>(), [0x7100, 0x7200]);
+        assert_eq!(info.frames[0].location.unwrap().offset, 0x1100);
+        assert!(!info.in_loader);
+    }
+
+    #[test]
+    fn a_caller_word_that_is_not_code_is_dropped() {
+        let mut t = table(&[(1, vec![0x7000, 0xdead_0000, 0x7200])]);
+        let info = t.resolve(StackId(1)).unwrap();
+        assert_eq!(info.frames.iter().map(|f| f.addr).collect::<Vec<_>>(), [0x7200]);
+    }
+
+    #[test]
+    fn loader_stacks_are_flagged_and_missing_ones_counted_once() {
+        let mut t = table(&[(1, vec![0x1004, 0x7200])]);
+        assert!(t.resolve(StackId(1)).unwrap().in_loader);
+        assert!(t.resolve(StackId(2)).is_none());
+        assert!(t.resolve(StackId(2)).is_none());
+        assert_eq!(t.missing, 1);
+    }
+}

@@ -1,0 +1,279 @@
+use std::collections::HashMap;
+
+use proptest::prelude::*;
+
+use super::{stacks::*, *};
+use crate::{symbolize::modules::ModuleMap, target::maps};
+
+struct Fixed(HashMap<StackId, RawStack>);
+impl StackSource for Fixed {
+    fn fetch(&mut self, id: StackId) -> Option<RawStack> {
+        self.0.get(&id).cloned()
+    }
+}
+
+const LOADER_STACK: StackId = StackId(9);
+
+fn aggregator() -> Aggregator {
+    let modules = ModuleMap::from_entries(&maps::parse(
+        "1000-2000 r-xp 00000000 fe:00 5 /lib/ld-linux-x86-64.so.2\n\
+         7000-9000 r-xp 00001000 fe:00 6 /usr/bin/app\n",
+    ));
+    let mut stacks = HashMap::new();
+    for id in 1..=4 {
+        stacks.insert(StackId(id), RawStack { frames: vec![0x7000, 0x7100 + id], truncated: false });
+    }
+    stacks.insert(LOADER_STACK, RawStack { frames: vec![0x1004, 0x1100], truncated: false });
+    Aggregator::new(StackTable::new(Box::new(Fixed(stacks)), modules), false, Some(0x50_0000))
+}
+
+fn alloc(ts: u64, addr: u64, size: u64, stack: u64) -> Event {
+    Event::Alloc { ts_ns: ts, addr, size, stack: Some(StackId(stack)), func: tracer_ebpf::func::MALLOC }
+}
+
+fn free(addr: u64) -> Event {
+    Event::Free { ts_ns: 0, addr }
+}
+
+fn mmap(addr: u64, len: u64, stack: StackId, origin: Origin) -> Event {
+    Event::Mmap { ts_ns: 0, addr, len, prot: 3, flags: 0x22, fd: None, stack: Some(stack), origin }
+}
+
+/// Live (count, bytes) of the sites with this stack and kind, whatever the function.
+fn live_of(agg: &Aggregator, stack: u64, kind: SiteKind) -> (u64, u64) {
+    agg.sites
+        .iter()
+        .filter(|(_, s)| s.key.stack == Some(StackId(stack)) && s.key.kind == kind)
+        .fold((0, 0), |(c, b), (_, s)| (c + s.live_count, b + s.live_bytes))
+}
+
+#[test]
+fn frees_are_charged_to_the_allocating_site() {
+    let mut agg = aggregator();
+    for i in 0..10 {
+        agg.apply(&alloc(0, 0x1000 + i * 16, 100, 1));
+        agg.apply(&alloc(0, 0x9000 + i * 16, 7, 2));
+    }
+    for i in 0..10 {
+        agg.apply(&free(0x9000 + i * 16));
+    }
+    assert_eq!(live_of(&agg, 1, SiteKind::Heap), (10, 1000));
+    assert_eq!(live_of(&agg, 2, SiteKind::Heap), (0, 0));
+    agg.apply(&free(0xdead));
+    assert_eq!(agg.coverage.unknown_frees, 1);
+}
+
+#[test]
+fn realloc_moves_the_block_to_the_realloc_site() {
+    let mut agg = aggregator();
+    agg.apply(&alloc(0, 0x100, 10, 1));
+    agg.apply(&Event::Realloc {
+        ts_ns: 0,
+        old: 0x100,
+        addr: 0x200,
+        size: 40,
+        stack: Some(StackId(2)),
+        func: 3,
+    });
+    assert_eq!(live_of(&agg, 1, SiteKind::Heap), (0, 0));
+    assert_eq!(live_of(&agg, 2, SiteKind::Heap), (1, 40));
+    // realloc of a block from before attach: a new block, and an unknown free.
+    agg.apply(&Event::Realloc {
+        ts_ns: 0,
+        old: 0x300,
+        addr: 0x400,
+        size: 8,
+        stack: Some(StackId(2)),
+        func: 3,
+    });
+    assert_eq!(live_of(&agg, 2, SiteKind::Heap), (2, 48));
+    assert_eq!(agg.coverage.unknown_frees, 1);
+}
+
+#[test]
+fn an_address_returned_while_live_means_a_missed_free() {
+    let mut agg = aggregator();
+    agg.apply(&alloc(0, 0x100, 10, 1));
+    agg.apply(&alloc(0, 0x100, 20, 2));
+    assert_eq!(agg.coverage.address_reused, 1);
+    assert_eq!(live_of(&agg, 1, SiteKind::Heap), (0, 0));
+    assert_eq!(live_of(&agg, 2, SiteKind::Heap), (1, 20));
+}
+
+#[test]
+fn allocator_and_loader_mappings_belong_to_no_site() {
+    let mut agg = aggregator();
+    agg.apply(&mmap(0x7f00_0000_0000, 1 << 20, StackId(1), Origin::Allocator));
+    agg.apply(&mmap(0x7f00_1000_0000, 8192, LOADER_STACK, Origin::Program));
+    agg.apply(&mmap(0x7f00_2000_0000, 100, StackId(3), Origin::Program));
+    let snap = agg.snapshot(0, 0, 0);
+    assert_eq!(snap.totals.allocator_bytes, 1 << 20);
+    assert_eq!(snap.totals.loader_bytes, 8192);
+    // Rounded up to a page.
+    assert_eq!(live_of(&agg, 3, SiteKind::Mmap { file: false }), (1, 4096));
+    assert_eq!(agg.sites.len(), 1);
+    agg.apply(&Event::Munmap { ts_ns: 0, addr: 0x7f00_0000_0000, len: 1 << 20 });
+    assert_eq!(agg.snapshot(0, 0, 0).totals.allocator_bytes, 0);
+}
+
+#[test]
+fn mremap_moves_a_mapping_and_keeps_its_backing() {
+    let mut agg = aggregator();
+    agg.apply(&Event::Mmap {
+        ts_ns: 0,
+        addr: 0x10000,
+        len: 4096,
+        prot: 1,
+        flags: 0x1,
+        fd: Some(3),
+        stack: Some(StackId(1)),
+        origin: Origin::Program,
+    });
+    agg.apply(&Event::Mremap {
+        ts_ns: 0,
+        old_addr: 0x10000,
+        old_len: 4096,
+        addr: 0x80000,
+        len: 8192,
+        flags: 1,
+        stack: Some(StackId(2)),
+        origin: Origin::Program,
+    });
+    assert_eq!(live_of(&agg, 1, SiteKind::Mmap { file: true }), (0, 0));
+    assert_eq!(live_of(&agg, 2, SiteKind::Mmap { file: true }), (1, 8192));
+}
+
+#[test]
+fn brk_growth_outside_the_allocator_is_a_site_and_shrinking_releases_it() {
+    let mut agg = aggregator();
+    let brk =
+        |to: u64, origin| Event::Brk { ts_ns: 0, brk: to, requested: to, stack: Some(StackId(4)), origin };
+    agg.apply(&brk(0x50_2000, Origin::Program));
+    agg.apply(&brk(0x50_3000, Origin::Allocator));
+    assert_eq!(live_of(&agg, 4, SiteKind::Brk), (1, 0x2000));
+    assert_eq!(agg.snapshot(0, 0, 0).totals.allocator_bytes, 0x1000);
+    agg.apply(&brk(0x50_1000, Origin::Allocator));
+    assert_eq!(live_of(&agg, 4, SiteKind::Brk), (1, 0x1000));
+    assert_eq!(agg.snapshot(0, 0, 0).totals.allocator_bytes, 0);
+}
+
+#[test]
+fn a_launched_child_is_ignored_until_it_execs() {
+    let mut agg = aggregator();
+    agg.await_exec = true;
+    agg.apply(&alloc(0, 0x100, 10, 1));
+    agg.apply(&Event::Exec { ts_ns: 0 });
+    agg.apply(&alloc(0, 0x200, 10, 1));
+    assert_eq!(agg.coverage.pre_exec_events, 1);
+    assert_eq!(agg.coverage.events, 1);
+    assert_eq!(live_of(&agg, 1, SiteKind::Heap), (1, 10));
+}
+
+#[test]
+fn snapshot_ranks_by_live_bytes_filters_young_blocks_and_reports_ages() {
+    let mut agg = aggregator();
+    let s = 1_000_000_000;
+    for i in 0..4 {
+        agg.apply(&alloc(i * s, 0x1000 + i * 64, 10, 1)); // born at 0..3 s
+    }
+    agg.apply(&alloc(0, 0x9000, 1000, 2));
+    agg.apply(&alloc(0, 0xa000, 5, 3));
+    agg.apply(&free(0xa000));
+    let snap = agg.snapshot(10 * s, 0, 10);
+    assert_eq!(snap.sites.len(), 2, "fully freed sites are left out");
+    assert_eq!(snap.sites[0].live_bytes, 1000);
+    let first = &snap.sites[1];
+    assert_eq!((first.live_count, first.live_bytes), (4, 40));
+    assert_eq!(first.age.max, 10.0);
+    // Percentiles come from a histogram with three significant digits.
+    assert!((first.age.p50 - 8.0).abs() < 0.01, "{:?}", first.age); // ages 7, 8, 9, 10
+    assert!((first.age.p99 - 10.0).abs() < 0.011, "{:?}", first.age);
+
+    // Only blocks at least 8.5 s old: those born at 0 and 1 s.
+    let snap = agg.snapshot(10 * s, 8_500_000_000, 10);
+    let site1 = snap.sites.iter().find(|f| agg.sites.get(f.site).key.stack == Some(StackId(1))).unwrap();
+    assert_eq!((site1.live_count, site1.live_bytes), (2, 20));
+
+    // top = 0: every site, the freed one last.
+    let all = agg.snapshot(10 * s, 0, 0);
+    assert_eq!(all.sites.len(), 3);
+    assert_eq!(all.sites[2].live_count, 0);
+    assert_eq!(all.sites[2].allocs, 1);
+    assert_eq!(all.totals.live_sites, 2);
+    // top = 1
+    assert_eq!(agg.snapshot(10 * s, 0, 1).sites.len(), 1);
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Alloc { slot: u8, size: u16, stack: u8 },
+    Free { slot: u8 },
+    Realloc { slot: u8, size: u16, stack: u8 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (any::<u8>(), any::<u16>(), 1..4u8).prop_map(|(slot, size, stack)| Op::Alloc { slot, size, stack }),
+        any::<u8>().prop_map(|slot| Op::Free { slot }),
+        (any::<u8>(), any::<u16>(), 1..4u8).prop_map(|(slot, size, stack)| Op::Realloc { slot, size, stack }),
+    ]
+}
+
+proptest! {
+    /// Whatever the order of allocations, frees and reallocs (including frees of unknown
+    /// blocks and reuse of live addresses), the per-site figures match a simple model.
+    #[test]
+    fn site_figures_match_a_model(ops in prop::collection::vec(op(), 0..300)) {
+        let mut agg = aggregator();
+        let mut model: HashMap<u64, (u64, u64)> = HashMap::new(); // addr -> (size, stack)
+        let mut next = 0x10_0000u64;
+        for op in ops {
+            match op {
+                Op::Alloc { slot, size, stack } => {
+                    let addr = 0x1000 + u64::from(slot) * 16;
+                    agg.apply(&alloc(0, addr, u64::from(size), u64::from(stack)));
+                    model.insert(addr, (u64::from(size), u64::from(stack)));
+                }
+                Op::Free { slot } => {
+                    let addr = 0x1000 + u64::from(slot) * 16;
+                    agg.apply(&free(addr));
+                    model.remove(&addr);
+                }
+                Op::Realloc { slot, size, stack } => {
+                    let old = 0x1000 + u64::from(slot) * 16;
+                    next += 16;
+                    agg.apply(&Event::Realloc { ts_ns: 0, old, addr: next, size: u64::from(size), stack: Some(StackId(u64::from(stack))), func: 3 });
+                    model.remove(&old);
+                    model.insert(next, (u64::from(size), u64::from(stack)));
+                }
+            }
+        }
+        for stack in 1..4u64 {
+            let expected = model.values().filter(|(_, s)| *s == stack).fold((0, 0), |(c, b), (size, _)| (c + 1, b + size));
+            prop_assert_eq!(live_of(&agg, stack, SiteKind::Heap), expected);
+        }
+        let snap = agg.snapshot(0, 0, 0);
+        prop_assert_eq!(snap.totals.heap_bytes, model.values().map(|(s, _)| s).sum::<u64>());
+        let by_sites: u64 = snap.sites.iter().map(|f| f.live_bytes).sum();
+        prop_assert_eq!(by_sites, snap.totals.heap_bytes);
+    }
+
+    /// Mapping and unmapping arbitrary page ranges never creates or loses bytes.
+    #[test]
+    fn ranges_conserve_bytes(ops in prop::collection::vec((any::<bool>(), 0..64u64, 1..16u64), 0..200)) {
+        let mut agg = aggregator();
+        let mut pages = std::collections::BTreeSet::new();
+        for (map, first, n) in ops {
+            let (addr, len) = (0x10_0000 + first * 4096, n * 4096);
+            if map {
+                agg.apply(&mmap(addr, len, StackId(1), Origin::Program));
+                pages.extend(first..first + n);
+            } else {
+                agg.apply(&Event::Munmap { ts_ns: 0, addr, len });
+                for p in first..first + n { pages.remove(&p); }
+            }
+        }
+        prop_assert_eq!(live_of(&agg, 1, SiteKind::Mmap { file: false }).1, pages.len() as u64 * 4096);
+        prop_assert_eq!(agg.snapshot(0, 0, 0).totals.mapped_bytes, pages.len() as u64 * 4096);
+    }
+}

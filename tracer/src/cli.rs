@@ -1,0 +1,117 @@
+//! Command-line interface: clap types only. Doc comments are the `--help` text.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Find the call sites whose outstanding memory only grows, in a live process.
+///
+/// leaktracer attaches eBPF probes to the allocator functions the process really uses
+/// (malloc, calloc, realloc, free, ... from the library it has mapped) and to the
+/// mmap/munmap/mremap/brk syscalls, keeps every live allocation with the stack that made
+/// it, and reports per call site what is still outstanding. It needs root (CAP_BPF,
+/// CAP_PERFMON, CAP_SYS_PTRACE).
+#[derive(Debug, Parser)]
+#[command(name = "leaktracer", version, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Attach to a running process without restarting it.
+    Attach {
+        /// Process to trace (all of its threads are traced).
+        #[arg(long, short)]
+        pid: u32,
+        #[command(flatten)]
+        options: TraceOptions,
+    },
+    /// Start a command with the probes already attached, so even the first allocation
+    /// of `main` is seen. Its stdin, stdout and stderr pass through; leaktracer exits
+    /// with the command's exit status.
+    Run {
+        #[command(flatten)]
+        options: TraceOptions,
+        /// The command and its arguments.
+        #[arg(required = true, last = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TraceOptions {
+    /// Stop tracing after this long (e.g. 30s, 5m). Default: until Ctrl-C, SIGTERM or
+    /// the target exits.
+    #[arg(long, value_parser = parse_duration, value_name = "DUR")]
+    pub duration: Option<Duration>,
+
+    /// Time between periodic reports. A final report is always written when tracing
+    /// ends.
+    #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DUR")]
+    pub interval: Duration,
+
+    /// Report format: human-readable text, or one JSON object per report per line
+    /// (schema leaktracer.report/v1, see docs/report-schema.md).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+
+    /// Write reports to this file instead of standard output.
+    #[arg(long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+
+    /// Sites per report, largest outstanding bytes first; 0 shows every site, including
+    /// those with nothing outstanding.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub top: usize,
+
+    /// Leave out live allocations younger than this (e.g. 5s): short-lived memory is not
+    /// a leak.
+    #[arg(long, value_parser = parse_duration, default_value = "0s", value_name = "DUR")]
+    pub min_age: Duration,
+
+    /// Ring buffer size in MiB (kernel to userspace). Events that do not fit are
+    /// counted as lost in every report.
+    #[arg(long, default_value_t = 16, value_name = "MIB", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub ring_mib: u32,
+
+    /// Log what leaktracer does (probe points, refreshes) on stderr; twice for more.
+    #[arg(long, short, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (expected e.g. 500ms, 30s, 5m, 1h)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_takes_the_command_after_double_dash() {
+        let cli = Cli::try_parse_from(["leaktracer", "run", "--top", "3", "--", "ls", "-l"]).unwrap();
+        let Command::Run { options, command } = cli.command else { panic!("not run") };
+        assert_eq!(options.top, 3);
+        assert_eq!(command, ["ls", "-l"]);
+    }
+
+    #[test]
+    fn durations_parse_and_bad_ones_are_rejected() {
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert!(parse_duration("soon").is_err());
+    }
+}

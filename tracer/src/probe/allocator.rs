@@ -1,0 +1,201 @@
+//! Finding the allocator the process really uses: which mapped object provides each
+//! malloc-family function.
+//!
+//! Symbol lookup goes executable first, then preloaded and needed libraries, so a
+//! function defined by the program itself or by an allocator library (jemalloc,
+//! tcmalloc, mimalloc, often LD_PRELOADed) wins over libc's. leaktracer follows the same
+//! order: the executable, then every other library, then libc.
+
+use std::{
+    collections::{HashMap, HashSet},
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use tracer_ebpf::func;
+
+use super::elf::ElfFile;
+use crate::target::maps::MapEntry;
+
+/// The traced functions and their ABI ids.
+pub const FUNCTIONS: [(&str, u32); 10] = [
+    ("malloc", func::MALLOC),
+    ("calloc", func::CALLOC),
+    ("realloc", func::REALLOC),
+    ("reallocarray", func::REALLOCARRAY),
+    ("posix_memalign", func::POSIX_MEMALIGN),
+    ("aligned_alloc", func::ALIGNED_ALLOC),
+    ("memalign", func::MEMALIGN),
+    ("valloc", func::VALLOC),
+    ("pvalloc", func::PVALLOC),
+    ("free", func::FREE),
+];
+
+/// The name of an allocator function id (events carry the id).
+pub fn name_of(id: u32) -> &'static str {
+    FUNCTIONS.iter().find(|(_, f)| *f == id).map_or("mmap", |(n, _)| n)
+}
+
+/// An object file that may provide allocator functions.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// Path to read and attach through (via /proc/PID/root for a running process, so
+    /// processes in other mount namespaces work).
+    pub open_path: PathBuf,
+    /// Path as the process sees it, for messages.
+    pub display: String,
+}
+
+/// A function to put a uprobe on.
+#[derive(Debug, Clone)]
+pub struct ProbePoint {
+    pub name: &'static str,
+    pub func: u32,
+    pub object: PathBuf,
+    pub display: String,
+    pub offset: u64,
+}
+
+/// Candidates of a running process: every file it has executable code mapped from.
+pub fn candidates_from_maps(pid: u32, maps: &[MapEntry], exe: &Path) -> Vec<Candidate> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    // The executable first, whatever its address.
+    let ordered = maps
+        .iter()
+        .filter(|m| m.executable && m.file_path().as_deref() == Some(exe))
+        .chain(maps.iter().filter(|m| m.executable));
+    for entry in ordered {
+        let Some(path) = entry.file_path() else { continue };
+        if !seen.insert(path.clone()) {
+            continue;
+        }
+        let open_path = if entry.is_deleted() {
+            PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", entry.start, entry.end))
+        } else {
+            root.join(path.strip_prefix("/").unwrap_or(&path))
+        };
+        out.push(Candidate { open_path, display: path.display().to_string() });
+    }
+    out
+}
+
+/// Candidates of a program about to be started: the executable and the libraries its
+/// dynamic loader will map (`ld.so --list`, which honours LD_PRELOAD and
+/// LD_LIBRARY_PATH but runs none of the program).
+pub fn candidates_for_launch(exe: &Path) -> Vec<Candidate> {
+    let mut out = vec![Candidate { open_path: exe.to_path_buf(), display: exe.display().to_string() }];
+    let interpreter = ElfFile::open(exe).ok().and_then(|elf| elf.interpreter());
+    let Some(interpreter) = interpreter else { return out };
+    let Ok(listing) = Command::new(&interpreter).arg("--list").arg(exe).output() else {
+        return out;
+    };
+    for path in parse_ld_list(&String::from_utf8_lossy(&listing.stdout)) {
+        if out.iter().all(|c| c.open_path != path) {
+            out.push(Candidate { display: path.display().to_string(), open_path: path });
+        }
+    }
+    out
+}
+
+/// Library paths from `ld.so --list` output.
+fn parse_ld_list(text: &str) -> Vec<PathBuf> {
+    text.lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            let path = match line.split_once("=>") {
+                Some((_, rest)) => rest.trim(),
+                None => line,
+            };
+            let path = path.split(" (").next()?.trim();
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect()
+}
+
+fn is_libc(display: &str) -> bool {
+    let name = display.rsplit('/').next().unwrap_or(display);
+    name.starts_with("libc.so") || name.starts_with("libc-")
+}
+
+/// Chooses, for each function, the object that provides it, and where. Functions that
+/// share an address (aliases) are probed once.
+pub fn choose(candidates: &[Candidate]) -> Vec<ProbePoint> {
+    let names: Vec<&str> = FUNCTIONS.iter().map(|(n, _)| *n).collect();
+    let ranked = candidates
+        .iter()
+        .filter(|c| !is_libc(&c.display))
+        .chain(candidates.iter().filter(|c| is_libc(&c.display)));
+    let mut provided: HashMap<&str, ProbePoint> = HashMap::new();
+    for candidate in ranked {
+        let Ok(elf) = ElfFile::open(&candidate.open_path) else {
+            log::debug!("cannot read {}; skipped", candidate.display);
+            continue;
+        };
+        let Ok(offsets) = elf.function_offsets(&names) else { continue };
+        for &(name, func) in &FUNCTIONS {
+            if provided.contains_key(name) {
+                continue;
+            }
+            if let Some(&offset) = offsets.get(name) {
+                provided.insert(
+                    name,
+                    ProbePoint {
+                        name,
+                        func,
+                        object: candidate.open_path.clone(),
+                        display: candidate.display.clone(),
+                        offset,
+                    },
+                );
+            }
+        }
+    }
+    let mut points: Vec<ProbePoint> =
+        FUNCTIONS.iter().filter_map(|(name, _)| provided.remove(name)).collect();
+    let mut at = HashSet::new();
+    points.retain(|p| at.insert((p.object.clone(), p.offset)));
+    points
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ld_list_output_is_parsed() {
+        let text = "\tlinux-vdso.so.1 (0x00007ffc5a3f0000)\n\
+                    \tlibjemalloc.so.2 => /usr/lib/x86_64-linux-gnu/libjemalloc.so.2 (0x00007f0)\n\
+                    \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f1)\n\
+                    \t/lib64/ld-linux-x86-64.so.2 (0x00007f2)\n";
+        assert_eq!(
+            parse_ld_list(text),
+            [
+                PathBuf::from("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"),
+                PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6"),
+                PathBuf::from("/lib64/ld-linux-x86-64.so.2"),
+            ]
+        );
+    }
+
+    #[test]
+    fn libc_provides_the_family_for_an_ordinary_program() {
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let maps = crate::target::maps::read(std::process::id()).unwrap();
+        let points = choose(&candidates_from_maps(std::process::id(), &maps, &exe));
+        let malloc = points.iter().find(|p| p.name == "malloc").expect("malloc is provided");
+        assert!(is_libc(&malloc.display), "{}", malloc.display);
+        assert!(points.iter().any(|p| p.name == "free"));
+        // Probing an alias twice would count each call twice.
+        let unique: HashSet<_> = points.iter().map(|p| (&p.object, p.offset)).collect();
+        assert_eq!(unique.len(), points.len());
+    }
+
+    #[test]
+    fn a_launch_lists_the_executable_first_then_its_libraries() {
+        let candidates = candidates_for_launch(Path::new("/bin/sh"));
+        assert_eq!(candidates[0].open_path, PathBuf::from("/bin/sh"));
+        assert!(candidates.iter().any(|c| is_libc(&c.display)));
+    }
+}

@@ -1,0 +1,121 @@
+//! The report, as written in JSON (schema `leaktracer.report/v1`, documented in
+//! docs/report-schema.md) and rendered as text. Fields are only ever added, never renamed
+//! or removed.
+
+use serde::{Deserialize, Serialize};
+
+pub const SCHEMA: &str = "leaktracer.report/v1";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub schema: String,
+    /// The last report of the run.
+    #[serde(rename = "final")]
+    pub is_final: bool,
+    /// Wall-clock time of the report, RFC 3339 UTC.
+    pub time: String,
+    /// Seconds since tracing started.
+    pub elapsed_s: f64,
+    pub target: TargetInfo,
+    pub process: ProcessInfo,
+    pub coverage: CoverageInfo,
+    /// Sites seen, and sites with memory outstanding.
+    pub totals: SiteTotals,
+    pub sites: Vec<SiteReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetInfo {
+    pub pid: u32,
+    pub exe: String,
+    pub cmdline: Vec<String>,
+    /// `native` (C, C++, Rust).
+    pub runtime: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    /// Resident set size (the last one read, if the process is gone).
+    pub rss_bytes: Option<u64>,
+    /// Heap blocks outstanding, all sites.
+    pub heap_live_bytes: u64,
+    pub heap_live_blocks: u64,
+    /// Mappings and break growth made by the program, outstanding.
+    pub mapped_live_bytes: u64,
+    /// Mappings and break growth the allocator made for its arenas (they back the heap
+    /// blocks and are not counted again in sites).
+    pub allocator_reserved_bytes: u64,
+    /// Libraries mapped by the dynamic loader while traced.
+    pub loader_mapped_bytes: u64,
+}
+
+/// What the report could not see. Every field counts something that makes the figures
+/// less than exact; all zero means nothing was missed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CoverageInfo {
+    /// Events received and applied.
+    pub events: u64,
+    /// Events lost because the ring buffer was full.
+    pub lost_events: u64,
+    /// Stacks that could not be captured or read back.
+    pub stack_errors: u64,
+    /// Stacks cut short at the depth limit.
+    pub truncated_stacks: u64,
+    /// Frees of blocks never seen allocated (allocated before attach).
+    pub unknown_frees: u64,
+    /// munmaps of ranges never seen mapped (mapped before attach).
+    pub unknown_unmaps: u64,
+    /// Blocks returned at an address still live: a free was missed.
+    pub address_reused: u64,
+    /// Allocations lost because a kernel map was full.
+    pub dropped: u64,
+    /// Records that could not be decoded.
+    pub decode_errors: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SiteTotals {
+    pub sites: u64,
+    pub live_sites: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SiteReport {
+    /// Stable within the run.
+    pub id: String,
+    /// `heap`, `mmap` or `brk`.
+    pub kind: String,
+    /// The function that was called: malloc, calloc, ..., mmap, brk.
+    pub allocator: String,
+    /// For mmap sites: `anonymous` or `file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backing: Option<String>,
+    /// Growth verdict; `unknown` until verdicts are computed.
+    pub verdict: String,
+    pub live_count: u64,
+    pub live_bytes: u64,
+    pub allocs: u64,
+    pub frees: u64,
+    pub age_s: AgeReport,
+    /// The stack was cut at the depth limit (or could not be read).
+    pub stack_truncated: bool,
+    /// Innermost first, starting at the code that called the allocator.
+    pub frames: Vec<FrameReport>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct AgeReport {
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FrameReport {
+    pub function: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    pub module: Option<String>,
+    /// Runtime address (a return address for all but inlined frames), hex.
+    pub address: String,
+}

@@ -1,0 +1,257 @@
+//! One tracing session: probes in, events through the aggregator, reports out, probes
+//! out. Runs on a single-threaded runtime; the symbolizer has its own thread.
+
+use std::{
+    fs::File,
+    io::{self, Write},
+    os::fd::{FromRawFd, OwnedFd},
+    path::PathBuf,
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{SignalKind, signal},
+    time::{Instant, MissedTickBehavior, interval, interval_at, sleep_until},
+};
+use tracer_ebpf::Stack;
+
+use crate::{
+    aggregate::{
+        Aggregator,
+        stacks::{RawStack, StackSource, StackTable},
+    },
+    cli::TraceOptions,
+    event::{Event, StackId, reader::EventReader},
+    probe::{ProbePoint, Probes},
+    report::{ReportContext, ReportWriter, Reporter},
+    symbolize::{Symbolizer, modules::ModuleMap},
+    target::{
+        Target,
+        launch::{self, Exit, Stopped},
+        maps,
+    },
+};
+
+/// How often the ring buffer is drained when the kernel side has not woken us.
+const DRAIN_EVERY: Duration = Duration::from_millis(100);
+
+/// The process to trace, ready for probes.
+pub enum Prepared {
+    Running { target: Target, points: Vec<ProbePoint> },
+    Launched { target: Target, points: Vec<ProbePoint>, child: Stopped },
+}
+
+/// Why tracing stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Duration,
+    Signal(i32),
+    TargetExited,
+}
+
+/// Runs the session; returns the exit status leaktracer should end with.
+pub async fn run(prepared: Prepared, options: &TraceOptions) -> anyhow::Result<i32> {
+    let (target, points, child) = match prepared {
+        Prepared::Running { target, points } => (target, points, None),
+        Prepared::Launched { target, points, child } => (target, points, Some(child)),
+    };
+    let pid = target.pid;
+    let ring_bytes = options.ring_mib << 20;
+
+    let attach = || -> anyhow::Result<Probes> {
+        let mut probes = Probes::load(pid, ring_bytes)?;
+        probes.attach_tracepoints()?;
+        probes.attach_allocators(pid, &points)?;
+        Ok(probes)
+    };
+    let mut probes = match attach() {
+        Ok(p) => p,
+        Err(e) => {
+            if let Some(child) = child {
+                child.abandon();
+            }
+            return Err(e);
+        }
+    };
+    let stacks = KernelStacks(probes.take_stacks()?);
+    let mut reader = EventReader::new(probes.take_events()?).context("cannot watch the ring buffer")?;
+
+    let launched = child.is_some();
+    let modules = ModuleMap::new(pid);
+    let brk = if launched { None } else { current_break(pid) };
+    let mut agg = Aggregator::new(StackTable::new(Box::new(stacks), modules), launched, brk);
+    let mut reporter = Reporter::new(Symbolizer::spawn().context("cannot start the symbolizer thread")?);
+    let mut writer = ReportWriter::new(options.format, open_output(options.output.as_ref())?);
+
+    announce(&target, &points, &probes);
+    let start = Instant::now();
+    let start_ns = monotonic_ns();
+
+    // Target exit: our child's wait status, or a pidfd for a process we attached to.
+    let mut child_exit = None;
+    let pidfd = match child {
+        Some(child) => {
+            let pid = child.resume()?;
+            child_exit = Some(tokio::task::spawn_blocking(move || launch::wait(pid)));
+            None
+        }
+        None => Some(PidFd::open(pid).context("cannot watch the target for exit")?),
+    };
+
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut drain_tick = interval(DRAIN_EVERY);
+    drain_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut report_tick = interval_at(start + options.interval, options.interval);
+    report_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let deadline = options.duration.map(|d| start + d);
+    let mut last_rss = crate::target::rss_bytes(pid);
+    let mut exit: Option<Exit> = None;
+
+    let context = |is_final: bool, rss: Option<u64>, probes: &Probes| ReportContext {
+        target: &target,
+        is_final,
+        now_ns: monotonic_ns(),
+        elapsed_s: (monotonic_ns() - start_ns) as f64 / 1e9,
+        min_age_ns: options.min_age.as_nanos() as u64,
+        top: options.top,
+        rss_bytes: rss,
+        kernel: probes.counters(),
+    };
+
+    let stop = loop {
+        tokio::select! {
+            ready = reader.readable() => {
+                ready.context("ring buffer")?;
+                drain(&mut reader, &mut agg);
+            }
+            _ = drain_tick.tick() => drain(&mut reader, &mut agg),
+            _ = report_tick.tick() => {
+                drain(&mut reader, &mut agg);
+                last_rss = crate::target::rss_bytes(pid).or(last_rss);
+                let report = reporter.build(&agg, &context(false, last_rss, &probes)).await;
+                writer.write(&report).context("cannot write the report")?;
+            }
+            _ = sigint.recv() => break Stop::Signal(libc::SIGINT),
+            _ = sigterm.recv() => break Stop::Signal(libc::SIGTERM),
+            _ = async { sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => break Stop::Duration,
+            status = async { child_exit.as_mut().expect("guarded").await }, if child_exit.is_some() => {
+                exit = Some(status.context("waiting for the command")?.context("waiting for the command")?);
+                child_exit = None;
+                break Stop::TargetExited;
+            }
+            _ = async { pidfd.as_ref().expect("guarded").exited().await }, if pidfd.is_some() => break Stop::TargetExited,
+        }
+    };
+    log::info!("stopping: {stop:?}");
+
+    // Everything the target did before it stopped is in the ring buffer by now.
+    drain(&mut reader, &mut agg);
+    if stop != Stop::TargetExited {
+        last_rss = crate::target::rss_bytes(pid).or(last_rss);
+    }
+    let report = reporter.build(&agg, &context(true, last_rss, &probes)).await;
+    writer.write(&report).context("cannot write the final report")?;
+    drop(writer);
+    // Detach only now: the final report is out first.
+    drop(reader);
+    drop(probes);
+
+    let Some(child_exit) = child_exit else {
+        return Ok(exit.map_or(0, Exit::status));
+    };
+    if let Stop::Signal(sig) = stop {
+        // The terminal usually signalled the whole group already; give the command a
+        // moment before passing the signal on.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if !child_exit.is_finished() {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(pid as i32, sig) };
+        }
+    }
+    let exit = child_exit.await.context("waiting for the command")?.context("waiting for the command")?;
+    Ok(exit.status())
+}
+
+fn drain(reader: &mut EventReader, agg: &mut Aggregator) {
+    reader.drain(|record| match Event::decode(record) {
+        Ok(event) => agg.apply(&event),
+        Err(e) => {
+            log::debug!("{e}");
+            agg.coverage.decode_errors += 1;
+        }
+    });
+}
+
+fn announce(target: &Target, points: &[ProbePoint], probes: &Probes) {
+    let mut objects: Vec<&str> = points.iter().map(|p| p.display.as_str()).collect();
+    objects.dedup();
+    let allocator = if points.is_empty() {
+        "no malloc-family functions found (only mmap/brk are traced)".to_string()
+    } else {
+        format!("{} uprobes on {}", probes.uprobes(), objects.join(", "))
+    };
+    eprintln!(
+        "leaktracer: tracing pid {} ({}): {allocator}; mmap, munmap, mremap and brk tracepoints. Ctrl-C to stop.",
+        target.pid,
+        target.exe.display(),
+    );
+}
+
+fn open_output(path: Option<&PathBuf>) -> anyhow::Result<Box<dyn Write + Send>> {
+    Ok(match path {
+        Some(path) => Box::new(io::BufWriter::new(
+            File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+        )),
+        None => Box::new(io::stdout()),
+    })
+}
+
+/// The break of a running process: the end of its `[heap]` mapping.
+fn current_break(pid: u32) -> Option<u64> {
+    let entries = maps::read(pid).ok()?;
+    entries.iter().find(|e| e.path.as_deref() == Some("[heap]")).map(|e| e.end)
+}
+
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is a valid timespec; CLOCK_MONOTONIC is bpf_ktime_get_ns's clock.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Stacks from the kernel's `STACKS` map.
+struct KernelStacks(aya::maps::HashMap<aya::maps::MapData, u64, Stack>);
+
+impl StackSource for KernelStacks {
+    fn fetch(&mut self, id: StackId) -> Option<RawStack> {
+        let stack = self.0.get(&id.0, 0).ok()?;
+        let len = (stack.len as usize).min(stack.frames.len());
+        Some(RawStack { frames: stack.frames[..len].to_vec(), truncated: stack.truncated != 0 })
+    }
+}
+
+/// A pidfd: readable once the process has exited.
+struct PidFd(AsyncFd<OwnedFd>);
+
+impl PidFd {
+    fn open(pid: u32) -> io::Result<Self> {
+        // SAFETY: pidfd_open has no memory arguments.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh fd, owned by the OwnedFd and so open for as long as it is.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        // SAFETY: as above.
+        let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+            .map_err(io::Error::from)?;
+        Ok(Self(fd))
+    }
+
+    async fn exited(&self) {
+        let _ = self.0.readable().await;
+    }
+}
