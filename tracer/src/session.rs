@@ -29,7 +29,7 @@ use crate::{
     symbolize::{Symbolizer, modules::ModuleMap},
     target::{
         Target,
-        launch::{self, Exit, Stopped},
+        launch::{ChildEvent, Exit, Stopped},
         maps,
     },
 };
@@ -89,14 +89,14 @@ pub async fn run(prepared: Prepared, options: &TraceOptions) -> anyhow::Result<i
     let start = Instant::now();
     let start_ns = monotonic_ns();
 
-    // Target exit: our child's wait status, or a pidfd for a process we attached to.
-    let mut child_exit = None;
-    let pidfd = match child {
-        Some(child) => {
-            let pid = child.resume()?;
-            child_exit = Some(tokio::task::spawn_blocking(move || launch::wait(pid)));
-            None
-        }
+    // Target exit: a supervised child reports it (and waits at exec and exit while we
+    // read its maps); a process we attached to closes its pidfd.
+    let mut supervisor = match child {
+        Some(child) => Some(child.supervise()?),
+        None => None,
+    };
+    let pidfd = match supervisor {
+        Some(_) => None,
         None => Some(PidFd::open(pid).context("cannot watch the target for exit")?),
     };
 
@@ -137,10 +137,22 @@ pub async fn run(prepared: Prepared, options: &TraceOptions) -> anyhow::Result<i
             _ = sigint.recv() => break Stop::Signal(libc::SIGINT),
             _ = sigterm.recv() => break Stop::Signal(libc::SIGTERM),
             _ = async { sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => break Stop::Duration,
-            status = async { child_exit.as_mut().expect("guarded").await }, if child_exit.is_some() => {
-                exit = Some(status.context("waiting for the command")?.context("waiting for the command")?);
-                child_exit = None;
-                break Stop::TargetExited;
+            event = async { supervisor.as_mut().expect("guarded").events.recv().await }, if supervisor.is_some() => {
+                match event {
+                    Some(ChildEvent::Execed | ChildEvent::Exiting) => {
+                        // The child waits: place every stack while its maps are there.
+                        agg.stacks.modules.mark_dirty();
+                        drain(&mut reader, &mut agg);
+                        last_rss = crate::target::rss_bytes(pid).or(last_rss);
+                        supervisor.as_ref().expect("guarded").release();
+                    }
+                    Some(ChildEvent::Exited(status)) => {
+                        exit = Some(status);
+                        break Stop::TargetExited;
+                    }
+                    Some(ChildEvent::ExecFailed(e)) => return Err(e.into()),
+                    None => break Stop::TargetExited,
+                }
             }
             _ = async { pidfd.as_ref().expect("guarded").exited().await }, if pidfd.is_some() => break Stop::TargetExited,
         }
@@ -159,20 +171,33 @@ pub async fn run(prepared: Prepared, options: &TraceOptions) -> anyhow::Result<i
     drop(reader);
     drop(probes);
 
-    let Some(child_exit) = child_exit else {
-        return Ok(exit.map_or(0, Exit::status));
+    let Some(mut supervisor) = supervisor else {
+        return Ok(0);
     };
-    if let Stop::Signal(sig) = stop {
-        // The terminal usually signalled the whole group already; give the command a
-        // moment before passing the signal on.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if !child_exit.is_finished() {
-            // SAFETY: signalling our own child.
-            unsafe { libc::kill(pid as i32, sig) };
+    if let Some(exit) = exit {
+        return Ok(exit.status());
+    }
+    // The command runs on (a --duration ended tracing): wait for it, passing on the
+    // signal that stopped us unless the terminal already sent it to the whole group.
+    let mut pending_signal = match stop {
+        Stop::Signal(sig) => Some((sig, Instant::now() + Duration::from_millis(100))),
+        _ => None,
+    };
+    loop {
+        tokio::select! {
+            event = supervisor.events.recv() => match event {
+                Some(ChildEvent::Exited(status)) => return Ok(status.status()),
+                Some(ChildEvent::ExecFailed(e)) => return Err(e.into()),
+                Some(ChildEvent::Execed | ChildEvent::Exiting) => supervisor.release(),
+                None => return Ok(0),
+            },
+            _ = async { sleep_until(pending_signal.expect("guarded").1).await }, if pending_signal.is_some() => {
+                // SAFETY: signalling our own child.
+                unsafe { libc::kill(pid as i32, pending_signal.expect("guarded").0) };
+                pending_signal = None;
+            }
         }
     }
-    let exit = child_exit.await.context("waiting for the command")?.context("waiting for the command")?;
-    Ok(exit.status())
 }
 
 fn drain(reader: &mut EventReader, agg: &mut Aggregator) {

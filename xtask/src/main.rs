@@ -1,1 +1,72 @@
-fn main() {}
+//! Project tasks: `cargo xtask <setup|test|lint|demo>`. Setup is idempotent and is run by
+//! the others first, so each works on a fresh machine.
+
+mod cmd;
+mod demo;
+mod setup;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "leaktracer's project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what a fresh machine lacks: LLVM 22 and bpf-linker, an LLVM-22 nightly with
+    /// rust-src, compilers and Go for the test fixtures; mount tracefs and bpffs.
+    Setup,
+    /// Set up, then run every test: unit and property tests, and the privileged
+    /// end-to-end tests against real processes (needs root; a skip is a failure here).
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Check formatting and clippy (warnings are errors).
+    Lint,
+    /// Set up, build, start the bundled leaky sample and attach to it: a report within
+    /// about 20 seconds.
+    Demo,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Setup => setup::run().map(|_| ()),
+        Task::Test { args } => test(&args),
+        Task::Lint => lint(),
+        Task::Demo => demo::run(),
+    };
+    if let Err(e) = result {
+        eprintln!("xtask: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn test(args: &[String]) -> anyhow::Result<()> {
+    let env = setup::run()?;
+    let mut test = cmd::cargo(&env);
+    test.args(["test", "--workspace", "--exclude", "tracer-ebpf"]).args(args);
+    // The privileged tests must run, not skip.
+    test.env("LEAKTRACER_REQUIRE_PRIVILEGED", "1");
+    cmd::run(&mut test)
+}
+
+fn lint() -> anyhow::Result<()> {
+    let env = setup::run()?;
+    cmd::run(cmd::cargo(&env).args(["fmt", "--all", "--", "--check"]))?;
+    cmd::run(cmd::cargo(&env).args([
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "tracer-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+}

@@ -31,12 +31,14 @@ fn target_thread() -> Option<u32> {
     ((pid_tgid >> 32) as u32 == target_tgid()).then_some(pid_tgid as u32)
 }
 
-/// True when `tid` is inside a traced allocator call whose frame is above `sp`.
+/// True when `tid` is inside a traced allocator call whose frame is at or above `sp`.
+/// Equal stack pointers are a tail call: glibc's `realloc(NULL, n)` jumps to `malloc`,
+/// which then returns straight to realloc's caller.
 #[inline(always)]
 fn inside_outer_call(tid: u32, sp: u64, now: u64) -> bool {
     // SAFETY: read-only access to a map value.
     match unsafe { ALLOC_CALLS.get(&tid) } {
-        Some(outer) => outer.sp > sp && now.wrapping_sub(outer.ts_ns) < STALE_CALL_NS,
+        Some(outer) => outer.sp >= sp && now.wrapping_sub(outer.ts_ns) < STALE_CALL_NS,
         None => false,
     }
 }

@@ -22,6 +22,7 @@ use self::{
 use crate::event::{Event, Origin, StackId};
 
 const MAP_ANONYMOUS: u64 = 0x20;
+const PROT_EXEC: u32 = 0x4;
 const MREMAP_DONTUNMAP: u64 = 4;
 
 /// A live heap block.
@@ -61,18 +62,7 @@ pub struct Aggregator {
     released: Vec<Released>,
 }
 
-/// Figures of one site in a report.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SiteFigures {
-    pub site: SiteIdx,
-    pub live_count: u64,
-    pub live_bytes: u64,
-    pub allocs: u64,
-    pub frees: u64,
-    pub age: Ages,
-}
-
-/// Age of the live allocations of a site, in seconds.
+/// Age of live allocations, in seconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Ages {
     pub p50: f64,
@@ -92,11 +82,15 @@ pub struct Totals {
     pub live_sites: u64,
 }
 
+/// Live (count, bytes) per site at one moment, counting only allocations old enough.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Snapshot {
-    pub sites: Vec<SiteFigures>,
+pub struct LiveFigures {
+    pub per_site: Vec<(u64, u64)>,
     pub totals: Totals,
 }
+
+/// Marks a site that belongs to no age group in [`Aggregator::ages`].
+pub const NO_GROUP: u32 = u32::MAX;
 
 impl Aggregator {
     /// `await_exec`: ignore everything until the target execs (a launched child).
@@ -135,7 +129,10 @@ impl Aggregator {
                 }
                 self.allocate(ts_ns, addr, size, stack, func);
             }
-            Event::Mmap { ts_ns, addr, len, flags, fd, stack, origin, .. } => {
+            Event::Mmap { ts_ns, addr, len, prot, flags, fd, stack, origin } => {
+                if prot & PROT_EXEC != 0 {
+                    self.stacks.modules.mark_dirty();
+                }
                 let file = flags & MAP_ANONYMOUS == 0 && fd.is_some();
                 let owner = self.owner(origin, SiteKind::Mmap { file }, stack);
                 let len = self.pages(len);
@@ -253,18 +250,17 @@ impl Aggregator {
         len.div_ceil(self.page).saturating_mul(self.page)
     }
 
-    /// Report figures at `now_ns`: the `top` sites by live bytes (all sites, including
-    /// those with nothing live, when `top` is 0), counting only allocations at least
-    /// `min_age_ns` old.
-    pub fn snapshot(&self, now_ns: u64, min_age_ns: u64, top: usize) -> Snapshot {
+    /// Live figures at `now_ns`, counting only allocations at least `min_age_ns` old
+    /// (totals count everything).
+    pub fn live_figures(&self, now_ns: u64, min_age_ns: u64) -> LiveFigures {
         let old_enough = |born: u64| now_ns.saturating_sub(born) >= min_age_ns;
-        let mut live = vec![(0u64, 0u64); self.sites.len()];
+        let mut per_site = vec![(0u64, 0u64); self.sites.len()];
         let mut totals = Totals { sites: self.sites.len() as u64, ..Totals::default() };
         for block in self.heap.values() {
             totals.heap_bytes += block.size;
             totals.heap_blocks += 1;
             if old_enough(block.born_ns) {
-                let l = &mut live[block.site as usize];
+                let l = &mut per_site[block.site as usize];
                 l.0 += 1;
                 l.1 += block.size;
             }
@@ -274,7 +270,7 @@ impl Aggregator {
                 Owner::Site(s) => {
                     totals.mapped_bytes += range.bytes;
                     if old_enough(range.born_ns) {
-                        let l = &mut live[s as usize];
+                        let l = &mut per_site[s as usize];
                         l.0 += 1;
                         l.1 += range.bytes;
                     }
@@ -283,31 +279,22 @@ impl Aggregator {
                 Owner::Loader => totals.loader_bytes += range.bytes,
             }
         }
-        totals.live_sites = live.iter().filter(|l| l.0 > 0).count() as u64;
+        totals.live_sites = per_site.iter().filter(|l| l.0 > 0).count() as u64;
+        LiveFigures { per_site, totals }
+    }
 
-        let mut order: Vec<SiteIdx> =
-            (0..self.sites.len() as SiteIdx).filter(|&s| top == 0 || live[s as usize].0 > 0).collect();
-        order.sort_by_key(|&s| {
-            let (count, bytes) = live[s as usize];
-            (std::cmp::Reverse(bytes), std::cmp::Reverse(count), s)
-        });
-        if top != 0 {
-            order.truncate(top);
-        }
-
-        // Ages only for the sites reported.
-        let mut slot = vec![usize::MAX; self.sites.len()];
+    /// Ages of the live allocations (at least `min_age_ns` old) of groups of sites:
+    /// `group_of[site]` is the group's index below `groups`, or [`NO_GROUP`].
+    pub fn ages(&self, now_ns: u64, min_age_ns: u64, group_of: &[u32], groups: usize) -> Vec<Ages> {
         // Milliseconds, three significant digits; the oldest is kept exactly.
-        let mut histograms: Vec<(Histogram<u64>, u64)> = Vec::with_capacity(order.len());
-        for (i, &s) in order.iter().enumerate() {
-            slot[s as usize] = i;
-            histograms.push((Histogram::new(3).expect("3 significant figures is valid"), 0));
-        }
+        let mut histograms: Vec<(Histogram<u64>, u64)> =
+            (0..groups).map(|_| (Histogram::new(3).expect("3 significant figures is valid"), 0)).collect();
         let mut record = |site: SiteIdx, born: u64| {
-            let i = slot[site as usize];
-            if i != usize::MAX && old_enough(born) {
-                let ms = now_ns.saturating_sub(born) / 1_000_000;
-                let (h, max) = &mut histograms[i];
+            let Some(&g) = group_of.get(site as usize) else { return };
+            let age_ns = now_ns.saturating_sub(born);
+            if g != NO_GROUP && age_ns >= min_age_ns {
+                let ms = age_ns / 1_000_000;
+                let (h, max) = &mut histograms[g as usize];
                 // An auto-resizing histogram takes any value.
                 let _ = h.record(ms);
                 *max = (*max).max(ms);
@@ -321,24 +308,17 @@ impl Aggregator {
                 record(s, range.born_ns);
             }
         }
-
-        let sites = order
+        histograms
             .iter()
-            .zip(&histograms)
-            .map(|(&s, (h, max))| {
-                let site = self.sites.get(s);
-                let (live_count, live_bytes) = live[s as usize];
+            .map(|(h, max)| {
+                if h.is_empty() {
+                    return Ages::default();
+                }
                 let secs = |ms: u64| ms as f64 / 1000.0;
                 let quantile = |q: f64| secs(h.median_equivalent(h.value_at_quantile(q)).min(*max));
-                let age = if h.is_empty() {
-                    Ages::default()
-                } else {
-                    Ages { p50: quantile(0.5), p99: quantile(0.99), max: secs(*max) }
-                };
-                SiteFigures { site: s, live_count, live_bytes, allocs: site.allocs, frees: site.frees, age }
+                Ages { p50: quantile(0.5), p99: quantile(0.99), max: secs(*max) }
             })
-            .collect();
-        Snapshot { sites, totals }
+            .collect()
     }
 }
 

@@ -58,7 +58,15 @@ impl StackTable {
             return known.clone();
         }
         let info = match self.source.fetch(id) {
-            Some(raw) => Some(Arc::new(self.place(&raw))),
+            Some(raw) => {
+                log::debug!(
+                    "stack {:#x}: {:x?}{}",
+                    id.0,
+                    raw.frames,
+                    if raw.truncated { " (truncated)" } else { "" }
+                );
+                Some(Arc::new(self.place(&raw)))
+            }
             None => {
                 self.missing += 1;
                 None
@@ -78,12 +86,22 @@ impl StackTable {
         let in_loader = probed.and_then(|l| l.module).is_some_and(|m| self.modules.module(m).is_loader);
         let mut frames = Vec::with_capacity(raw.frames.len().saturating_sub(1));
         for (i, &addr) in raw.frames.iter().enumerate().skip(1) {
-            let location = self.modules.locate(addr);
             // frames[1] was read from [sp], which is a return address only when the probe
-            // sits on a function's first instruction; anything not in code is dropped.
-            if i == 1 && location.is_none() {
+            // sits on a function's first instruction (glibc's mremap wrapper, for one,
+            // moves sp first); anything not in code is dropped.
+            if i == 1 {
+                if addr != 0
+                    && let Some(location) = self.modules.locate(addr)
+                {
+                    frames.push(Frame { addr, location: Some(location) });
+                }
                 continue;
             }
+            // The frame-pointer chain ends with a zero return address.
+            if addr == 0 {
+                break;
+            }
+            let location = self.modules.locate(addr);
             frames.push(Frame { addr, location });
         }
         StackInfo { frames, truncated: raw.truncated, in_loader }
@@ -127,8 +145,11 @@ mod tests {
 
     #[test]
     fn a_caller_word_that_is_not_code_is_dropped() {
-        let mut t = table(&[(1, vec![0x7000, 0xdead_0000, 0x7200])]);
+        let mut t = table(&[(1, vec![0x7000, 0xdead_0000, 0x7200]), (2, vec![0x7000, 0, 0x7200, 0, 0x7300])]);
         let info = t.resolve(StackId(1)).unwrap();
+        assert_eq!(info.frames.iter().map(|f| f.addr).collect::<Vec<_>>(), [0x7200]);
+        // A zero caller word is skipped; a zero return address ends the chain.
+        let info = t.resolve(StackId(2)).unwrap();
         assert_eq!(info.frames.iter().map(|f| f.addr).collect::<Vec<_>>(), [0x7200]);
     }
 

@@ -106,14 +106,14 @@ fn allocator_and_loader_mappings_belong_to_no_site() {
     agg.apply(&mmap(0x7f00_0000_0000, 1 << 20, StackId(1), Origin::Allocator));
     agg.apply(&mmap(0x7f00_1000_0000, 8192, LOADER_STACK, Origin::Program));
     agg.apply(&mmap(0x7f00_2000_0000, 100, StackId(3), Origin::Program));
-    let snap = agg.snapshot(0, 0, 0);
-    assert_eq!(snap.totals.allocator_bytes, 1 << 20);
-    assert_eq!(snap.totals.loader_bytes, 8192);
+    let figures = agg.live_figures(0, 0);
+    assert_eq!(figures.totals.allocator_bytes, 1 << 20);
+    assert_eq!(figures.totals.loader_bytes, 8192);
     // Rounded up to a page.
     assert_eq!(live_of(&agg, 3, SiteKind::Mmap { file: false }), (1, 4096));
     assert_eq!(agg.sites.len(), 1);
     agg.apply(&Event::Munmap { ts_ns: 0, addr: 0x7f00_0000_0000, len: 1 << 20 });
-    assert_eq!(agg.snapshot(0, 0, 0).totals.allocator_bytes, 0);
+    assert_eq!(agg.live_figures(0, 0).totals.allocator_bytes, 0);
 }
 
 #[test]
@@ -151,10 +151,10 @@ fn brk_growth_outside_the_allocator_is_a_site_and_shrinking_releases_it() {
     agg.apply(&brk(0x50_2000, Origin::Program));
     agg.apply(&brk(0x50_3000, Origin::Allocator));
     assert_eq!(live_of(&agg, 4, SiteKind::Brk), (1, 0x2000));
-    assert_eq!(agg.snapshot(0, 0, 0).totals.allocator_bytes, 0x1000);
+    assert_eq!(agg.live_figures(0, 0).totals.allocator_bytes, 0x1000);
     agg.apply(&brk(0x50_1000, Origin::Allocator));
     assert_eq!(live_of(&agg, 4, SiteKind::Brk), (1, 0x1000));
-    assert_eq!(agg.snapshot(0, 0, 0).totals.allocator_bytes, 0);
+    assert_eq!(agg.live_figures(0, 0).totals.allocator_bytes, 0);
 }
 
 #[test]
@@ -170,38 +170,37 @@ fn a_launched_child_is_ignored_until_it_execs() {
 }
 
 #[test]
-fn snapshot_ranks_by_live_bytes_filters_young_blocks_and_reports_ages() {
+fn live_figures_leave_out_young_blocks_and_ages_are_per_group() {
     let mut agg = aggregator();
     let s = 1_000_000_000;
     for i in 0..4 {
         agg.apply(&alloc(i * s, 0x1000 + i * 64, 10, 1)); // born at 0..3 s
     }
     agg.apply(&alloc(0, 0x9000, 1000, 2));
-    agg.apply(&alloc(0, 0xa000, 5, 3));
-    agg.apply(&free(0xa000));
-    let snap = agg.snapshot(10 * s, 0, 10);
-    assert_eq!(snap.sites.len(), 2, "fully freed sites are left out");
-    assert_eq!(snap.sites[0].live_bytes, 1000);
-    let first = &snap.sites[1];
-    assert_eq!((first.live_count, first.live_bytes), (4, 40));
-    assert_eq!(first.age.max, 10.0);
-    // Percentiles come from a histogram with three significant digits.
-    assert!((first.age.p50 - 8.0).abs() < 0.01, "{:?}", first.age); // ages 7, 8, 9, 10
-    assert!((first.age.p99 - 10.0).abs() < 0.011, "{:?}", first.age);
+    let site = |stack| agg.sites.iter().find(|(_, x)| x.key.stack == Some(StackId(stack))).unwrap().0;
+    let (s1, s2) = (site(1), site(2));
 
-    // Only blocks at least 8.5 s old: those born at 0 and 1 s.
-    let snap = agg.snapshot(10 * s, 8_500_000_000, 10);
-    let site1 = snap.sites.iter().find(|f| agg.sites.get(f.site).key.stack == Some(StackId(1))).unwrap();
-    assert_eq!((site1.live_count, site1.live_bytes), (2, 20));
+    let all = agg.live_figures(10 * s, 0);
+    assert_eq!(all.per_site[s1 as usize], (4, 40));
+    assert_eq!(all.per_site[s2 as usize], (1, 1000));
+    // Only blocks at least 8.5 s old: those born at 0 and 1 s. Totals count all.
+    let old = agg.live_figures(10 * s, 8_500_000_000);
+    assert_eq!(old.per_site[s1 as usize], (2, 20));
+    assert_eq!(old.totals.heap_bytes, 1040);
 
-    // top = 0: every site, the freed one last.
-    let all = agg.snapshot(10 * s, 0, 0);
-    assert_eq!(all.sites.len(), 3);
-    assert_eq!(all.sites[2].live_count, 0);
-    assert_eq!(all.sites[2].allocs, 1);
-    assert_eq!(all.totals.live_sites, 2);
-    // top = 1
-    assert_eq!(agg.snapshot(10 * s, 0, 1).sites.len(), 1);
+    // Site 1 alone in group 0; site 2 in no group.
+    let mut group_of = vec![NO_GROUP; agg.sites.len()];
+    group_of[s1 as usize] = 0;
+    let ages = agg.ages(10 * s, 0, &group_of, 1);
+    assert_eq!(ages.len(), 1);
+    assert_eq!(ages[0].max, 10.0);
+    // Ages 7, 8, 9, 10 s; percentiles come from a histogram with three digits.
+    assert!((ages[0].p50 - 8.0).abs() < 0.01, "{:?}", ages[0]);
+    assert!((ages[0].p99 - 10.0).abs() < 0.011, "{:?}", ages[0]);
+    // Both sites in one group: the 10 s old block of site 2 joins.
+    group_of[s2 as usize] = 0;
+    let ages = agg.ages(10 * s, 9_500_000_000, &group_of, 1);
+    assert_eq!((ages[0].p50, ages[0].max), (10.0, 10.0));
 }
 
 #[derive(Debug, Clone)]
@@ -252,10 +251,14 @@ proptest! {
             let expected = model.values().filter(|(_, s)| *s == stack).fold((0, 0), |(c, b), (size, _)| (c + 1, b + size));
             prop_assert_eq!(live_of(&agg, stack, SiteKind::Heap), expected);
         }
-        let snap = agg.snapshot(0, 0, 0);
-        prop_assert_eq!(snap.totals.heap_bytes, model.values().map(|(s, _)| s).sum::<u64>());
-        let by_sites: u64 = snap.sites.iter().map(|f| f.live_bytes).sum();
-        prop_assert_eq!(by_sites, snap.totals.heap_bytes);
+        let figures = agg.live_figures(0, 0);
+        prop_assert_eq!(figures.totals.heap_bytes, model.values().map(|(s, _)| s).sum::<u64>());
+        let by_sites: u64 = figures.per_site.iter().map(|f| f.1).sum();
+        prop_assert_eq!(by_sites, figures.totals.heap_bytes);
+        // The running counters agree with the live table.
+        for (idx, site) in agg.sites.iter() {
+            prop_assert_eq!(figures.per_site[idx as usize], (site.live_count, site.live_bytes));
+        }
     }
 
     /// Mapping and unmapping arbitrary page ranges never creates or loses bytes.
@@ -274,6 +277,6 @@ proptest! {
             }
         }
         prop_assert_eq!(live_of(&agg, 1, SiteKind::Mmap { file: false }).1, pages.len() as u64 * 4096);
-        prop_assert_eq!(agg.snapshot(0, 0, 0).totals.mapped_bytes, pages.len() as u64 * 4096);
+        prop_assert_eq!(agg.live_figures(0, 0).totals.mapped_bytes, pages.len() as u64 * 4096);
     }
 }

@@ -17,15 +17,16 @@ use tracer_ebpf::func;
 use super::elf::ElfFile;
 use crate::target::maps::MapEntry;
 
-/// The traced functions and their ABI ids.
+/// The traced functions and their ABI ids. Where two names share an address (glibc's
+/// aligned_alloc is an alias of memalign), the first one listed names the probe.
 pub const FUNCTIONS: [(&str, u32); 10] = [
     ("malloc", func::MALLOC),
     ("calloc", func::CALLOC),
     ("realloc", func::REALLOC),
     ("reallocarray", func::REALLOCARRAY),
     ("posix_memalign", func::POSIX_MEMALIGN),
-    ("aligned_alloc", func::ALIGNED_ALLOC),
     ("memalign", func::MEMALIGN),
+    ("aligned_alloc", func::ALIGNED_ALLOC),
     ("valloc", func::VALLOC),
     ("pvalloc", func::PVALLOC),
     ("free", func::FREE),

@@ -1,22 +1,24 @@
 //! Reports: built from the aggregator's snapshot, symbolized, and written as text or
 //! NDJSON.
 
+mod group;
 pub mod model;
 mod text;
 
 use std::{
-    collections::HashMap,
     io::{self, Write},
-    sync::Arc,
     time::SystemTime,
 };
 
 pub use self::model::*;
 use crate::{
-    aggregate::{Aggregator, Coverage, sites::SiteKind},
+    aggregate::{
+        Aggregator, Coverage, NO_GROUP,
+        sites::{SiteKey, SiteKind},
+    },
     cli::Format,
     probe::{KernelCounters, allocator},
-    symbolize::{SymFrame, Symbolizer, modules::ModuleIdx},
+    symbolize::{ResolvedFrame, Symbolizer, Symbols},
     target::Target,
 };
 
@@ -34,100 +36,71 @@ pub struct ReportContext<'a> {
 
 /// Builds reports, keeping symbolized frames for the whole run.
 pub struct Reporter {
-    symbolizer: Symbolizer,
-    symbols: HashMap<(ModuleIdx, u64), Arc<[SymFrame]>>,
+    symbols: Symbols,
 }
 
 impl Reporter {
     pub fn new(symbolizer: Symbolizer) -> Self {
-        Self { symbolizer, symbols: HashMap::new() }
+        Self { symbols: Symbols::new(symbolizer) }
     }
 
     pub async fn build(&mut self, agg: &Aggregator, ctx: &ReportContext<'_>) -> Report {
-        let snapshot = agg.snapshot(ctx.now_ns, ctx.min_age_ns, ctx.top);
-
-        // Symbolize what this report shows and no earlier report did, one request per
-        // file. Return addresses point after the call: look up the byte before.
-        let mut wanted: HashMap<ModuleIdx, Vec<u64>> = HashMap::new();
-        for figures in &snapshot.sites {
-            let Some(stack) = agg.sites.get(figures.site).key.stack.and_then(|id| agg.stacks.get(id)) else {
-                continue;
-            };
-            for frame in &stack.frames {
-                if let Some(loc) = frame.location
-                    && let Some(module) = loc.module
-                    && !self.symbols.contains_key(&(module, loc.offset))
-                {
-                    wanted.entry(module).or_default().push(loc.offset);
-                }
-            }
-        }
-        for (module, mut offsets) in wanted {
-            offsets.sort_unstable();
-            offsets.dedup();
-            let lookups = offsets.iter().map(|o| o.saturating_sub(1)).collect();
-            let path = agg.stacks.modules.module(module).symbol_path();
-            let frames = self.symbolizer.symbolize(path, lookups).await;
-            for (offset, frames) in offsets.into_iter().zip(frames) {
-                self.symbols.insert((module, offset), frames.into());
-            }
-        }
-
-        let sites = snapshot
+        let figures = agg.live_figures(ctx.now_ns, ctx.min_age_ns);
+        self.symbols.load(&agg.stacks, agg.sites.iter().filter_map(|(_, s)| s.key.stack)).await;
+        let frames: Vec<Vec<ResolvedFrame>> = agg
             .sites
             .iter()
-            .map(|figures| {
-                let site = agg.sites.get(figures.site);
+            .map(|(_, s)| s.key.stack.map(|id| self.symbols.frames(&agg.stacks, id)).unwrap_or_default())
+            .collect();
+        let keys: Vec<u64> = agg.sites.iter().map(|(i, s)| identity(&s.key, &frames[i as usize])).collect();
+        let groups = group::group_and_rank(&keys, &figures.per_site, &agg.sites, ctx.top);
+
+        let mut group_of = vec![NO_GROUP; agg.sites.len()];
+        for (g, group) in groups.iter().enumerate() {
+            for &member in &group.members {
+                group_of[member as usize] = g as u32;
+            }
+        }
+        let ages = agg.ages(ctx.now_ns, ctx.min_age_ns, &group_of, groups.len());
+
+        let sites = groups
+            .iter()
+            .zip(ages)
+            .map(|(group, age)| {
+                let site = agg.sites.get(group.first);
                 let stack = site.key.stack.and_then(|id| agg.stacks.get(id));
-                let mut frames = Vec::new();
-                for frame in stack.map(|s| s.frames.as_slice()).unwrap_or_default() {
-                    let module = frame.location.and_then(|l| l.module);
-                    let module_path = module.map(|m| agg.stacks.modules.module(m).path.clone());
-                    let symbols = frame
-                        .location
-                        .and_then(|l| Some((l.module?, l.offset)))
-                        .and_then(|key| self.symbols.get(&key));
-                    let address = format!("{:#x}", frame.addr);
-                    match symbols {
-                        Some(symbols) => frames.extend(symbols.iter().map(|s| FrameReport {
-                            function: s.function.clone(),
-                            file: s.file.clone(),
-                            line: s.line,
-                            module: module_path.clone(),
-                            address: address.clone(),
-                        })),
-                        None => frames.push(FrameReport {
-                            function: None,
-                            file: None,
-                            line: None,
-                            module: module_path,
-                            address,
-                        }),
-                    }
-                }
                 let (allocator, backing) = match site.key.kind {
                     SiteKind::Heap => (allocator::name_of(site.key.func), None),
                     SiteKind::Mmap { file } => ("mmap", Some(if file { "file" } else { "anonymous" })),
                     SiteKind::Brk => ("brk", None),
                 };
                 SiteReport {
-                    id: format!("s{}", figures.site + 1),
+                    id: format!("s{}", group.first + 1),
                     kind: site.key.kind.name().to_string(),
                     allocator: allocator.to_string(),
                     backing: backing.map(str::to_string),
                     verdict: "unknown".to_string(),
-                    live_count: figures.live_count,
-                    live_bytes: figures.live_bytes,
-                    allocs: figures.allocs,
-                    frees: figures.frees,
-                    age_s: AgeReport { p50: figures.age.p50, p99: figures.age.p99, max: figures.age.max },
+                    live_count: group.live_count,
+                    live_bytes: group.live_bytes,
+                    allocs: group.allocs,
+                    frees: group.frees,
+                    age_s: AgeReport { p50: age.p50, p99: age.p99, max: age.max },
                     stack_truncated: stack.is_none_or(|s| s.truncated),
-                    frames,
+                    frames: frames[group.first as usize]
+                        .iter()
+                        .map(|f| FrameReport {
+                            function: f.symbol.function.clone(),
+                            file: f.symbol.file.clone(),
+                            line: f.symbol.line,
+                            module: f.module.clone(),
+                            address: format!("{:#x}", f.addr),
+                        })
+                        .collect(),
                 }
             })
             .collect();
 
-        let totals = snapshot.totals;
+        let totals = figures.totals;
         Report {
             schema: SCHEMA.to_string(),
             is_final: ctx.is_final,
@@ -148,10 +121,45 @@ impl Reporter {
                 loader_mapped_bytes: totals.loader_bytes,
             },
             coverage: coverage(agg.coverage, agg.stacks.missing, ctx.kernel),
-            totals: SiteTotals { sites: totals.sites, live_sites: totals.live_sites },
+            totals: SiteTotals {
+                sites: groups_total(&keys),
+                live_sites: live_groups(&keys, &figures.per_site),
+            },
             sites,
         }
     }
+}
+
+/// What makes two raw sites the same reported site: kind, allocator function, and the
+/// symbolized stack (an unsymbolized frame by its address).
+fn identity(key: &SiteKey, frames: &[ResolvedFrame]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (key.kind, key.func).hash(&mut h);
+    if key.stack.is_none() {
+        // Sites without a stack stay apart from any with one.
+        0xdead_u64.hash(&mut h);
+    }
+    for f in frames {
+        match &f.symbol.function {
+            Some(function) => (function, &f.symbol.file, f.symbol.line, &f.module).hash(&mut h),
+            None => (&f.module, f.addr).hash(&mut h),
+        }
+    }
+    h.finish()
+}
+
+fn groups_total(keys: &[u64]) -> u64 {
+    keys.iter().collect::<std::collections::HashSet<_>>().len() as u64
+}
+
+fn live_groups(keys: &[u64], live: &[(u64, u64)]) -> u64 {
+    keys.iter()
+        .zip(live)
+        .filter(|(_, l)| l.0 > 0)
+        .map(|(k, _)| k)
+        .collect::<std::collections::HashSet<_>>()
+        .len() as u64
 }
 
 fn coverage(user: Coverage, missing_stacks: u64, kernel: KernelCounters) -> CoverageInfo {

@@ -32,7 +32,7 @@ pub fn render(report: &Report, out: &mut dyn Write) -> io::Result<()> {
         (c.dropped, "allocations dropped (kernel map full)"),
         (c.stack_errors, "stack errors"),
         (c.truncated_stacks, "truncated stacks"),
-        (c.unknown_frees, "frees of blocks allocated before attach"),
+        (c.unknown_frees, "frees of blocks not seen allocated (before attach, or by the allocator itself)"),
         (c.unknown_unmaps, "unmaps of ranges mapped before attach"),
         (c.address_reused, "missed frees"),
         (c.decode_errors, "undecodable records"),

@@ -7,13 +7,16 @@
 
 pub mod modules;
 
-use std::{path::PathBuf, sync::mpsc, thread};
+use std::{collections::HashMap, path::PathBuf, sync::Arc, sync::mpsc, thread};
 
 use blazesym::symbolize::{
     Input, Symbolized, Symbolizer as Blaze,
     source::{Elf, Source},
 };
 use tokio::sync::oneshot;
+
+use self::modules::{Location, ModuleIdx};
+use crate::{aggregate::stacks::StackTable, event::StackId};
 
 /// One symbolized frame. Unknown parts are `None`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -60,6 +63,75 @@ impl Drop for Symbolizer {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// A frame of a stack, symbolized: one return address may give several frames (inlined
+/// functions first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedFrame {
+    pub symbol: SymFrame,
+    pub module: Option<String>,
+    pub addr: u64,
+}
+
+/// Symbolized frames for the whole run, by (file, offset), so every address is looked up
+/// once.
+pub struct Symbols {
+    symbolizer: Symbolizer,
+    cache: HashMap<(ModuleIdx, u64), Arc<[SymFrame]>>,
+}
+
+impl Symbols {
+    pub fn new(symbolizer: Symbolizer) -> Self {
+        Self { symbolizer, cache: HashMap::new() }
+    }
+
+    /// Symbolizes what the given stacks hold that no earlier call did, one request per
+    /// file. Return addresses point after the call instruction: the byte before is
+    /// looked up, so the line is the call's.
+    pub async fn load(&mut self, stacks: &StackTable, ids: impl Iterator<Item = StackId>) {
+        let mut wanted: HashMap<ModuleIdx, Vec<u64>> = HashMap::new();
+        for id in ids {
+            let Some(stack) = stacks.get(id) else { continue };
+            for frame in &stack.frames {
+                if let Some(Location { module: Some(module), offset }) = frame.location
+                    && !self.cache.contains_key(&(module, offset))
+                {
+                    wanted.entry(module).or_default().push(offset);
+                }
+            }
+        }
+        for (module, mut offsets) in wanted {
+            offsets.sort_unstable();
+            offsets.dedup();
+            let lookups = offsets.iter().map(|o| o.saturating_sub(1)).collect();
+            let path = stacks.modules.module(module).symbol_path();
+            let frames = self.symbolizer.symbolize(path, lookups).await;
+            for (offset, frames) in offsets.into_iter().zip(frames) {
+                self.cache.insert((module, offset), frames.into());
+            }
+        }
+    }
+
+    /// The frames of a stack, innermost first, as far as [`Symbols::load`] got them.
+    pub fn frames(&self, stacks: &StackTable, id: StackId) -> Vec<ResolvedFrame> {
+        let Some(stack) = stacks.get(id) else { return Vec::new() };
+        let mut out = Vec::with_capacity(stack.frames.len());
+        for frame in &stack.frames {
+            let module_idx = frame.location.and_then(|l| l.module);
+            let module = module_idx.map(|m| stacks.modules.module(m).path.clone());
+            let symbols = frame.location.and_then(|l| self.cache.get(&(l.module?, l.offset)));
+            match symbols {
+                Some(symbols) => out.extend(symbols.iter().map(|symbol| ResolvedFrame {
+                    symbol: symbol.clone(),
+                    module: module.clone(),
+                    addr: frame.addr,
+                })),
+                None => out.push(ResolvedFrame { symbol: SymFrame::default(), module, addr: frame.addr }),
+            }
+        }
+        out
     }
 }
 

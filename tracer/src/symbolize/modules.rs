@@ -66,6 +66,8 @@ pub struct ModuleMap {
     modules: Vec<Module>,
     by_path: HashMap<String, ModuleIdx>,
     last_refresh: Option<Instant>,
+    /// Code was mapped since the last refresh: the next miss rereads the maps at once.
+    dirty: bool,
 }
 
 impl ModuleMap {
@@ -76,6 +78,7 @@ impl ModuleMap {
             modules: Vec::new(),
             by_path: HashMap::new(),
             last_refresh: None,
+            dirty: false,
         };
         map.refresh();
         map
@@ -89,6 +92,7 @@ impl ModuleMap {
             modules: Vec::new(),
             by_path: HashMap::new(),
             last_refresh: Some(Instant::now() + Duration::from_secs(1 << 30)),
+            dirty: false,
         };
         map.load(entries);
         map
@@ -97,6 +101,7 @@ impl ModuleMap {
     /// Rereads the target's maps. Files seen before keep their index and open file.
     pub fn refresh(&mut self) {
         self.last_refresh = Some(Instant::now());
+        self.dirty = false;
         if self.pid == 0 {
             return;
         }
@@ -145,14 +150,20 @@ impl ModuleMap {
         idx
     }
 
+    /// The target mapped code (a library being loaded): addresses not found from now on
+    /// are looked for in fresh maps right away.
+    pub fn mark_dirty(&mut self) {
+        self.dirty = true;
+    }
+
     /// Finds the executable region holding `addr`, rereading the maps once if it is not
     /// known yet (a library loaded since).
     pub fn locate(&mut self, addr: u64) -> Option<Location> {
         if let Some(found) = self.lookup(addr) {
             return Some(found);
         }
-        let stale = self.last_refresh.is_none_or(|t| t.elapsed() >= REFRESH_EVERY);
-        if stale {
+        let stale = self.dirty || self.last_refresh.is_none_or(|t| t.elapsed() >= REFRESH_EVERY);
+        if stale && self.pid != 0 {
             self.refresh();
             return self.lookup(addr);
         }
