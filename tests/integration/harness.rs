@@ -45,33 +45,60 @@ pub fn privileged(test: &str) -> Option<std::sync::MutexGuard<'static, ()>> {
     None
 }
 
+/// How a fixture is compiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Build {
+    /// -O1 with frame pointers: the basic fixtures.
+    Default,
+    /// -O2 with frame pointers.
+    FramePointers,
+    /// -O2 without frame pointers, as distributions build.
+    NoFramePointers,
+}
+
 /// Builds a fixture once per test run and returns the executable's path.
 pub fn fixture(name: &str) -> PathBuf {
+    fixture_built(name, Build::Default)
+}
+
+/// Builds a fixture the given way, once per test run.
+pub fn fixture_built(name: &str, build: Build) -> PathBuf {
     static BUILT: OnceLock<Mutex<std::collections::HashMap<String, PathBuf>>> = OnceLock::new();
     let built = BUILT.get_or_init(Default::default);
     let mut built = built.lock().unwrap();
-    if let Some(path) = built.get(name) {
+    let key = format!("{name}/{build:?}");
+    if let Some(path) = built.get(&key) {
         return path.clone();
     }
     let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fixtures");
     std::fs::create_dir_all(&out_dir).unwrap();
     let src = fixtures_src();
     let (stem, ext) = name.rsplit_once('.').unwrap();
-    let exe = out_dir.join(format!("{stem}-{ext}"));
+    let suffix = match build {
+        Build::Default => "",
+        Build::FramePointers => "-fp",
+        Build::NoFramePointers => "-nofp",
+    };
+    let exe = out_dir.join(format!("{stem}-{ext}{suffix}"));
+    let (opt, fp) = match build {
+        Build::Default => ("-O1", "-fno-omit-frame-pointer"),
+        Build::FramePointers => ("-O2", "-fno-omit-frame-pointer"),
+        Build::NoFramePointers => ("-O2", "-fomit-frame-pointer"),
+    };
     let mut cmd = match ext {
-        "c" => {
-            let mut c = Command::new("gcc");
-            c.args(["-O1", "-g", "-fno-omit-frame-pointer", "-pthread", "-o"]);
-            c
-        }
-        "cpp" => {
-            let mut c = Command::new("g++");
-            c.args(["-O1", "-g", "-fno-omit-frame-pointer", "-o"]);
+        "c" | "cpp" => {
+            let mut c = Command::new(if ext == "c" { "gcc" } else { "g++" });
+            c.args([opt, "-g", fp, "-pthread", "-o"]);
             c
         }
         "rs" => {
             let mut c = Command::new("rustc");
-            c.args(["-O", "-g", "-C", "force-frame-pointers=yes", "--edition", "2021", "-o"]);
+            let fp = if build == Build::NoFramePointers {
+                "force-frame-pointers=no"
+            } else {
+                "force-frame-pointers=yes"
+            };
+            c.args(["-O", "-g", "-C", fp, "--edition", "2021", "-o"]);
             c
         }
         other => panic!("no compiler for .{other}"),
@@ -79,7 +106,7 @@ pub fn fixture(name: &str) -> PathBuf {
     cmd.arg(&exe).arg(src.join(name));
     let out = cmd.output().unwrap_or_else(|e| panic!("cannot run the compiler for {name}: {e}"));
     assert!(out.status.success(), "building {name} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    built.insert(name.to_string(), exe.clone());
+    built.insert(key, exe.clone());
     exe
 }
 
@@ -250,6 +277,35 @@ impl Run {
         assert_eq!(last["final"], true, "the last report is the final one");
         last
     }
+}
+
+/// `expect FUNCTION COUNT BYTES` lines a fixture printed: what it knows it leaked.
+pub fn expectations(output: &str) -> Vec<(String, u64, u64)> {
+    output
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.strip_prefix("expect ")?.split_whitespace();
+            Some((w.next()?.to_string(), w.next()?.parse().ok()?, w.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Does a symbolized function name name `function` (C `f`, C++ `f(long)`, Rust
+/// `crate::f`)?
+pub fn names(symbol: &str, function: &str) -> bool {
+    symbol == function
+        || symbol.strip_prefix(function).is_some_and(|rest| rest.starts_with('('))
+        || symbol.rsplit("::").next() == Some(function)
+}
+
+/// The frames of the program's own code (source file `source`), in order.
+pub fn own_frames<'a>(site: &'a Value, source: &str) -> Vec<&'a Value> {
+    site["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["file"].as_str().is_some_and(|file| file.ends_with(source)))
+        .collect()
 }
 
 /// The sites whose stack has `function` as the first frame of the program's own code.

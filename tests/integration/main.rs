@@ -6,3 +6,4 @@ mod errors;
 mod harness;
 mod lifecycle;
 mod native_heap;
+mod stacks;

@@ -30,6 +30,11 @@ pub mod kind {
     pub const BRK: u32 = 7;
     /// The target called `execve`: everything before this belonged to the old image.
     pub const EXEC: u32 = 8;
+    /// A [`StackSample`](super::StackSample): registers and a copy of the user stack,
+    /// sent when the kernel side met a return address it has no unwind rule for.
+    /// Userspace unwinds it, teaches the kernel the rules it used, and files the stack
+    /// under the sample's id, which the event that follows carries.
+    pub const STACK_SAMPLE: u32 = 9;
 }
 
 /// Allocator functions, passed to the uprobes as the attach cookie and reported back in
@@ -105,6 +110,75 @@ pub struct Stack {
     pub frames: [u64; MAX_STACK_DEPTH],
 }
 
+/// Header of a `kind::STACK_SAMPLE` record; `len` bytes of the user stack, starting at
+/// `sp`, follow it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StackSample {
+    pub kind: u32,
+    /// Bytes of stack copied after the header.
+    pub len: u16,
+    /// Bits of [`sample_flags`].
+    pub flags: u16,
+    /// The stack id the event this sample belongs to carries.
+    pub id: u64,
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+}
+
+/// Bits of [`StackSample::flags`].
+pub mod sample_flags {
+    /// `ip` is a function's first instruction: the return address is at `[sp]`.
+    pub const AT_ENTRY: u16 = 1;
+}
+
+/// Bytes of user stack a sample copies at most.
+pub const STACK_COPY_MAX: usize = 8192;
+
+/// How to step from one frame to its caller, for one code address (x86-64: the return
+/// address is always at CFA - 8). Userspace derives rules from `.eh_frame` and
+/// `.debug_frame` and puts them in the `UNWIND_RULES` map; the kernel side walks stacks
+/// with them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnwindRule {
+    /// CFA = register + offset.
+    pub cfa_offset: i32,
+    /// Where the caller's rbp was saved, relative to the CFA; 0 when rbp is unchanged.
+    pub bp_offset: i16,
+    /// One of [`cfa`].
+    pub cfa_reg: u8,
+    pub _pad: u8,
+}
+
+/// Values of [`UnwindRule::cfa_reg`].
+pub mod cfa {
+    /// No rule can be given (no CFI, or an expression): the walk stops, cut short.
+    pub const NONE: u8 = 0;
+    pub const SP: u8 = 1;
+    pub const BP: u8 = 2;
+    /// The outermost frame (the return address is undefined): the walk is complete.
+    pub const END: u8 = 3;
+}
+
+/// Keys of `UNWIND_RULES` are code addresses; a return address (whose rule is that of
+/// the call instruction before it) has this bit set, an exact instruction address not.
+pub const RETURN_ADDRESS_KEY: u64 = 1 << 63;
+
+/// Values of the `UNWIND_MODE` global.
+pub mod unwind_mode {
+    /// Walk frame pointers (`bpf_get_stack`), plus the return address at `[sp]`.
+    pub const FRAME_POINTERS: u32 = 0;
+    /// Walk with unwind rules from `.eh_frame`, learnt from userspace as needed.
+    pub const EH_FRAME: u32 = 1;
+    /// No stacks at all (benchmarks: the cost of everything but the stack).
+    pub const NONE: u32 = 2;
+    /// Copy the stack with every event and unwind in userspace, the way `perf
+    /// --call-graph dwarf` does (benchmarks: the design not taken).
+    pub const COPY: u32 = 3;
+}
+
 /// Indexes of the per-CPU `COUNTERS` array: things the kernel side could not do, so the
 /// report can say what it is missing.
 pub mod counter {
@@ -117,8 +191,10 @@ pub mod counter {
     /// Allocator calls made from inside another traced allocator call (for example
     /// glibc's `realloc(NULL, n)` calling `malloc`); only the outer call is reported.
     pub const NESTED_CALLS: u32 = 3;
-    /// Stacks that filled the frame buffer.
+    /// Stacks that filled the frame buffer, or that a walk could not finish.
     pub const TRUNCATED_STACKS: u32 = 4;
+    /// Stack samples sent to userspace (unwind rules missing).
+    pub const STACK_SAMPLES: u32 = 5;
     pub const COUNT: u32 = 8;
 }
 
@@ -128,6 +204,8 @@ pub mod global {
     pub const TARGET_TGID: &str = "TARGET_TGID";
     /// `u64`: once this many bytes wait in the ring buffer, wake the reader.
     pub const WAKEUP_BYTES: &str = "WAKEUP_BYTES";
+    /// `u32`: one of [`unwind_mode`](super::unwind_mode).
+    pub const UNWIND_MODE: &str = "UNWIND_MODE";
 }
 
 /// Map names, shared so that a rename on one side is a compile error on the other.
@@ -135,10 +213,13 @@ pub mod map {
     pub const EVENTS: &str = "EVENTS";
     pub const STACKS: &str = "STACKS";
     pub const COUNTERS: &str = "COUNTERS";
+    pub const UNWIND_RULES: &str = "UNWIND_RULES";
 }
 
 const _: () = assert!(core::mem::size_of::<Event>() == 72);
 const _: () = assert!(core::mem::size_of::<Stack>() == 8 + 8 * MAX_STACK_DEPTH);
+const _: () = assert!(core::mem::size_of::<StackSample>() == 40);
+const _: () = assert!(core::mem::size_of::<UnwindRule>() == 8);
 
 #[cfg(feature = "user")]
 mod user {
@@ -146,4 +227,6 @@ mod user {
     unsafe impl aya::Pod for super::Event {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Stack {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::UnwindRule {}
 }

@@ -76,6 +76,12 @@ pub struct TraceOptions {
     #[arg(long, default_value_t = 16, value_name = "MIB", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub ring_mib: u32,
 
+    /// How stacks are walked: with the target's unwind tables (.eh_frame), right whether
+    /// or not the code keeps frame pointers; or by frame pointers only, cheaper but wrong
+    /// through code built without them (most distribution libraries).
+    #[arg(long, value_enum, default_value_t = Unwind::EhFrame)]
+    pub unwind: Unwind,
+
     /// Log what leaktracer does (probe points, refreshes) on stderr; twice for more.
     #[arg(long, short, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -85,6 +91,20 @@ pub struct TraceOptions {
 pub enum Format {
     Text,
     Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Unwind {
+    EhFrame,
+    FramePointers,
+    /// No stacks: every allocation of a function lands in one site. For measuring what
+    /// stacks cost.
+    #[value(hide = true)]
+    None,
+    /// Copy the stack with every allocation and unwind it in userspace. For measuring the
+    /// design not taken.
+    #[value(hide = true)]
+    Copy,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

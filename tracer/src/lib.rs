@@ -3,7 +3,8 @@
 //! The data path, one module each: [`probe`] (eBPF programs in, counters out) →
 //! [`event`] (ring-buffer records to typed events) → [`aggregate`] (live tables and
 //! per-site figures) → [`report`] (symbolized text and JSON). [`session`] runs them;
-//! [`target`] knows the traced process; [`symbolize`] turns addresses into names.
+//! [`target`] knows the traced process; [`unwind`] turns stack copies into stacks and
+//! teaches the kernel side how; [`symbolize`] turns addresses into names.
 
 pub mod aggregate;
 pub mod cli;
@@ -13,6 +14,7 @@ pub mod report;
 pub mod session;
 pub mod symbolize;
 pub mod target;
+pub mod unwind;
 
 use anyhow::Context as _;
 

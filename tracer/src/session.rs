@@ -15,7 +15,7 @@ use tokio::{
     signal::unix::{SignalKind, signal},
     time::{Instant, MissedTickBehavior, interval, interval_at, sleep_until},
 };
-use tracer_ebpf::Stack;
+use tracer_ebpf::{Stack, UnwindRule};
 
 use crate::{
     aggregate::{
@@ -61,7 +61,7 @@ pub async fn run(prepared: Prepared, options: &TraceOptions) -> anyhow::Result<i
     let ring_bytes = options.ring_mib << 20;
 
     let attach = || -> anyhow::Result<Probes> {
-        let mut probes = Probes::load(pid, ring_bytes)?;
+        let mut probes = Probes::load(pid, ring_bytes, options.unwind)?;
         probes.attach_tracepoints()?;
         probes.attach_allocators(pid, &points)?;
         Ok(probes)
@@ -75,7 +75,7 @@ pub async fn run(prepared: Prepared, options: &TraceOptions) -> anyhow::Result<i
             return Err(e);
         }
     };
-    let stacks = KernelStacks(probes.take_stacks()?);
+    let stacks = KernelStacks { stacks: probes.take_stacks()?, rules: probes.take_unwind_rules()? };
     let mut reader = EventReader::new(probes.take_events()?).context("cannot watch the ring buffer")?;
 
     let launched = child.is_some();
@@ -247,14 +247,31 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Stacks from the kernel's `STACKS` map.
-struct KernelStacks(aya::maps::HashMap<aya::maps::MapData, u64, Stack>);
+/// Stacks from the kernel's `STACKS` map; unwind rules into `UNWIND_RULES`.
+struct KernelStacks {
+    stacks: aya::maps::HashMap<aya::maps::MapData, u64, Stack>,
+    rules: aya::maps::HashMap<aya::maps::MapData, u64, UnwindRule>,
+}
 
 impl StackSource for KernelStacks {
     fn fetch(&mut self, id: StackId) -> Option<RawStack> {
-        let stack = self.0.get(&id.0, 0).ok()?;
+        let stack = self.stacks.get(&id.0, 0).ok()?;
         let len = (stack.len as usize).min(stack.frames.len());
         Some(RawStack { frames: stack.frames[..len].to_vec(), truncated: stack.truncated != 0 })
+    }
+
+    fn teach(&mut self, rules: &[(u64, UnwindRule)]) {
+        for (key, rule) in rules {
+            if let Err(e) = self.rules.insert(key, rule, 0) {
+                log::debug!("cannot store unwind rule {key:#x}: {e}");
+            }
+        }
+    }
+
+    fn forget(&mut self, keys: &[u64]) {
+        for key in keys {
+            let _ = self.rules.remove(key);
+        }
     }
 }
 

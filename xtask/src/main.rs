@@ -1,6 +1,7 @@
 //! Project tasks: `cargo xtask <setup|test|lint|demo>`. Setup is idempotent and is run by
 //! the others first, so each works on a fresh machine.
 
+mod bench;
 mod cmd;
 mod demo;
 mod setup;
@@ -31,6 +32,16 @@ enum Task {
     /// Set up, build, start the bundled leaky sample and attach to it: a report within
     /// about 20 seconds.
     Demo,
+    /// Measure tracing costs side by side on an allocation-heavy workload (results go in
+    /// BENCHMARKS.md).
+    Bench {
+        /// Runs of each configuration.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Workload iterations (about 1.75 allocator calls each).
+        #[arg(long, default_value_t = 300_000)]
+        iterations: u64,
+    },
 }
 
 fn main() {
@@ -40,6 +51,7 @@ fn main() {
         Task::Test { args } => test(&args),
         Task::Lint => lint(),
         Task::Demo => demo::run(),
+        Task::Bench { runs, iterations } => bench::run(runs, iterations),
     };
     if let Err(e) = result {
         eprintln!("xtask: {e:#}");

@@ -66,8 +66,15 @@ pub fn lt_alloc_enter(ctx: ProbeContext) -> u32 {
         // malloc, valloc, pvalloc
         _ => (a0, 0),
     };
-    let call =
-        AllocCall { sp, ts_ns: now, size, arg, stack_id: stack::capture(ctx.as_ptr(), sp), func, _pad: 0 };
+    let call = AllocCall {
+        sp,
+        ts_ns: now,
+        size,
+        arg,
+        stack_id: stack::capture(ctx.as_ptr(), &stack::UserRegs { ip: regs.rip, sp, bp: regs.rbp }, true),
+        func,
+        _pad: 0,
+    };
     if ALLOC_CALLS.insert(&tid, &call, 0).is_err() {
         count(counter::DROPPED);
     }

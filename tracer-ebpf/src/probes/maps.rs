@@ -5,7 +5,7 @@ use aya_ebpf::{
     macros::map,
     maps::{LruHashMap, PerCpuArray, RingBuf},
 };
-use tracer_ebpf::{Stack, counter};
+use tracer_ebpf::{STACK_COPY_MAX, Stack, UnwindRule, counter};
 
 /// Events to userspace.
 #[map]
@@ -19,6 +19,18 @@ pub static STACKS: LruHashMap<u64, Stack> = LruHashMap::with_max_entries(16384, 
 /// Per-CPU scratch space to build a stack in (too big for the BPF stack).
 #[map]
 pub static STACK_SCRATCH: PerCpuArray<Stack> = PerCpuArray::with_max_entries(1, 0);
+
+/// Unwind rules by code address (see `tracer_ebpf::UnwindRule`), filled by userspace.
+#[map]
+pub static UNWIND_RULES: LruHashMap<u64, UnwindRule> = LruHashMap::with_max_entries(65536, 0);
+
+/// Size of the per-CPU buffer a stack sample is built in: the header, the copy, and room
+/// for the last chunk (a power of two, so sizes can be bounded with a mask).
+pub const SAMPLE_SCRATCH_SIZE: usize = 16384;
+const _: () = assert!(SAMPLE_SCRATCH_SIZE >= 40 + STACK_COPY_MAX + 1024);
+
+#[map]
+pub static SAMPLE_SCRATCH: PerCpuArray<[u8; SAMPLE_SCRATCH_SIZE]> = PerCpuArray::with_max_entries(1, 0);
 
 /// Failure counters, indexed by `tracer_ebpf::counter`.
 #[map]
@@ -39,6 +51,9 @@ static TARGET_TGID: u32 = 0;
 
 #[unsafe(no_mangle)]
 static WAKEUP_BYTES: u64 = 1 << 20;
+
+#[unsafe(no_mangle)]
+static UNWIND_MODE: u32 = tracer_ebpf::unwind_mode::EH_FRAME;
 
 /// An allocator call in flight.
 #[repr(C)]
@@ -81,6 +96,12 @@ pub fn target_tgid() -> u32 {
 pub fn wakeup_bytes() -> u64 {
     // SAFETY: as for `target_tgid`.
     unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) }
+}
+
+#[inline(always)]
+pub fn unwind_mode() -> u32 {
+    // SAFETY: as for `target_tgid`.
+    unsafe { core::ptr::read_volatile(&UNWIND_MODE) }
 }
 
 #[inline(always)]

@@ -1,33 +1,194 @@
-//! User stack capture: a frame-pointer walk plus the direct caller, stored once per
-//! distinct stack under a content hash.
+//! User stack capture. Two walks:
+//!
+//! - eh_frame (default): a loop over unwind rules that userspace derived from the
+//!   target's `.eh_frame`/`.debug_frame` and put in `UNWIND_RULES`, one per code address.
+//!   Correct with or without frame pointers, and through frameless library code. When a
+//!   rule is missing, the registers and a copy of the stack go to userspace in a
+//!   `StackSample`; userspace unwinds it once and teaches the kernel the rules, so each
+//!   call path pays for a copy only the first time.
+//! - frame pointers: `bpf_get_stack`, plus the return address at `[sp]` (a walk from a
+//!   function's first instruction skips the direct caller).
+//!
+//! Either way the stack is stored once per distinct content under a hash, its id.
 
 use aya_ebpf::{
     bindings::BPF_F_USER_STACK,
-    helpers::{bpf_get_stack, bpf_probe_read_user},
+    helpers::{bpf_get_prandom_u32, bpf_get_stack, bpf_probe_read_user, bpf_probe_read_user_buf},
 };
-use tracer_ebpf::{MAX_STACK_DEPTH, counter};
+use tracer_ebpf::{
+    MAX_STACK_DEPTH, RETURN_ADDRESS_KEY, STACK_COPY_MAX, StackSample, UnwindRule, cfa, counter, kind,
+    sample_flags, unwind_mode,
+};
 
-use super::maps::{STACK_SCRATCH, STACKS, count};
+use super::maps::{
+    EVENTS, SAMPLE_SCRATCH, SAMPLE_SCRATCH_SIZE, STACK_SCRATCH, STACKS, UNWIND_RULES, count, unwind_mode,
+};
+
+/// User registers at the probed instruction.
+#[derive(Clone, Copy)]
+pub struct UserRegs {
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+}
 
 /// Captures the user stack of the current thread and returns its id (0 on failure).
-///
-/// `sp` is the user stack pointer at the probed instruction, which must be the first
-/// instruction of a function (or a syscall instruction in a leaf wrapper): the word at
-/// `[sp]` is then the return address into the direct caller. The frame-pointer walk
-/// starts from the caller's saved frame and skips exactly that frame, so it is put back
-/// as `frames[1]`.
+/// `at_entry`: `regs.ip` is a function's first instruction, so the return address is at
+/// `[sp]` (true for the uprobes, false for syscall tracepoints).
 #[inline(always)]
-pub fn capture(ctx: *mut core::ffi::c_void, sp: u64) -> u64 {
+pub fn capture(ctx: *mut core::ffi::c_void, regs: &UserRegs, at_entry: bool) -> u64 {
+    match unwind_mode() {
+        unwind_mode::FRAME_POINTERS => frame_pointers(ctx, regs.sp),
+        unwind_mode::NONE => 0,
+        unwind_mode::COPY => sample(regs, at_entry),
+        _ => eh_frame(regs, at_entry),
+    }
+}
+
+/// How a walk ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    Complete,
+    Truncated,
+    NoRule,
+}
+
+#[inline(always)]
+fn eh_frame(regs: &UserRegs, at_entry: bool) -> u64 {
     let Some(stack) = STACK_SCRATCH.get_ptr_mut(0) else {
         count(counter::STACK_ERRORS);
         return 0;
     };
     // SAFETY: per-CPU scratch; BPF programs on one CPU do not preempt each other here.
     let stack = unsafe { &mut *stack };
-    let frames = &mut stack.frames;
+    const MASK: usize = MAX_STACK_DEPTH - 1;
+    stack.frames[0] = regs.ip;
+    let (mut pc, mut sp, mut bp) = (regs.ip, regs.sp, regs.bp);
+    let mut n: usize = 1;
+    let mut end = End::Truncated;
+    for i in 0..MAX_STACK_DEPTH - 1 {
+        let rule = if i == 0 && at_entry {
+            // At a function's first instruction the CFA is just above the return address.
+            UnwindRule { cfa_offset: 8, bp_offset: 0, cfa_reg: cfa::SP, _pad: 0 }
+        } else {
+            let key = if i == 0 { pc } else { pc | RETURN_ADDRESS_KEY };
+            // SAFETY: the value is copied out at once.
+            match unsafe { UNWIND_RULES.get(&key) } {
+                Some(rule) => *rule,
+                None => {
+                    end = End::NoRule;
+                    break;
+                }
+            }
+        };
+        let base = match rule.cfa_reg {
+            cfa::SP => sp,
+            cfa::BP => bp,
+            cfa::END => {
+                end = End::Complete;
+                break;
+            }
+            _ => break,
+        };
+        let cfa = base.wrapping_add(rule.cfa_offset as i64 as u64);
+        // SAFETY: reads of the target's own stack; a fault ends the walk.
+        let Ok(ra) = (unsafe { bpf_probe_read_user((cfa - 8) as *const u64) }) else { break };
+        if rule.bp_offset != 0 {
+            let at = cfa.wrapping_add(rule.bp_offset as i64 as u64);
+            // SAFETY: as above.
+            match unsafe { bpf_probe_read_user(at as *const u64) } {
+                Ok(saved) => bp = saved,
+                Err(_) => break,
+            }
+        }
+        sp = cfa;
+        pc = ra;
+        if pc == 0 {
+            end = End::Complete;
+            break;
+        }
+        stack.frames[n & MASK] = pc;
+        n += 1;
+    }
+    if end == End::NoRule {
+        return sample(regs, at_entry);
+    }
+    let len = n.min(MAX_STACK_DEPTH);
+    stack.len = len as u32;
+    stack.truncated = u32::from(end != End::Complete);
+    if stack.truncated != 0 {
+        count(counter::TRUNCATED_STACKS);
+    }
+    store(stack, len)
+}
 
-    // Walk into frames[1..], then move the probed ip to frames[0] and put the caller
-    // in frames[1].
+/// Sends the registers and up to `STACK_COPY_MAX` bytes of stack to userspace; returns
+/// the id the stack will have there.
+#[inline(always)]
+fn sample(regs: &UserRegs, at_entry: bool) -> u64 {
+    let Some(buf) = SAMPLE_SCRATCH.get_ptr_mut(0) else {
+        count(counter::STACK_ERRORS);
+        return 0;
+    };
+    // SAFETY: per-CPU scratch, as above.
+    let buf = unsafe { &mut *buf };
+    const HEADER: usize = core::mem::size_of::<StackSample>();
+    const CHUNK: u64 = 512;
+    // Copy in chunks that never cross a page boundary, so the copy goes as far as the
+    // stack's mapping does: first up to a 512-byte boundary, then whole chunks.
+    let mut copied: usize = 0;
+    let mut addr = regs.sp;
+    for _ in 0..(STACK_COPY_MAX / CHUNK as usize + 1) {
+        let room = STACK_COPY_MAX - copied.min(STACK_COPY_MAX);
+        let chunk = ((CHUNK - (addr & (CHUNK - 1))) as usize).min(room);
+        if chunk == 0 {
+            break;
+        }
+        let at = HEADER + (copied & (STACK_COPY_MAX - 1));
+        let Some(dst) = buf.get_mut(at..at + (chunk & (CHUNK as usize * 2 - 1))) else { break };
+        // SAFETY: reading the target's stack into our scratch buffer.
+        if unsafe { bpf_probe_read_user_buf(addr as *const u8, dst) }.is_err() {
+            break;
+        }
+        copied += chunk;
+        addr += chunk as u64;
+    }
+    // SAFETY: helper without preconditions.
+    let id = unsafe { (u64::from(bpf_get_prandom_u32()) << 32) | u64::from(bpf_get_prandom_u32()) } | 1;
+    let header = StackSample {
+        kind: kind::STACK_SAMPLE,
+        len: copied as u16,
+        flags: if at_entry { sample_flags::AT_ENTRY } else { 0 },
+        id,
+        ip: regs.ip,
+        sp: regs.sp,
+        bp: regs.bp,
+    };
+    // SAFETY: the header fits at the start of the buffer.
+    unsafe { core::ptr::write_unaligned(buf.as_mut_ptr().cast::<StackSample>(), header) };
+    let size = (HEADER + copied) & (SAMPLE_SCRATCH_SIZE - 1);
+    // SAFETY: size is within the buffer.
+    let record = unsafe { core::slice::from_raw_parts(buf.as_ptr(), size) };
+    if EVENTS.output::<[u8]>(record, 0).is_err() {
+        count(counter::LOST_EVENTS);
+        count(counter::STACK_ERRORS);
+        return 0;
+    }
+    count(counter::STACK_SAMPLES);
+    id
+}
+
+/// The frame-pointer walk from a function's first instruction (or a syscall in a leaf
+/// wrapper), with the direct caller read from `[sp]` put back as `frames[1]`.
+#[inline(always)]
+fn frame_pointers(ctx: *mut core::ffi::c_void, sp: u64) -> u64 {
+    let Some(stack) = STACK_SCRATCH.get_ptr_mut(0) else {
+        count(counter::STACK_ERRORS);
+        return 0;
+    };
+    // SAFETY: per-CPU scratch, as above.
+    let stack = unsafe { &mut *stack };
+    let frames = &mut stack.frames;
     const WALK_BYTES: u32 = ((MAX_STACK_DEPTH - 1) * 8) as u32;
     // SAFETY: the buffer holds MAX_STACK_DEPTH - 1 frames from index 1.
     let got =
@@ -50,11 +211,16 @@ pub fn capture(ctx: *mut core::ffi::c_void, sp: u64) -> u64 {
     if stack.truncated != 0 {
         count(counter::TRUNCATED_STACKS);
     }
+    store(stack, len)
+}
 
-    let id = hash(frames, len);
+/// Stores a stack under its content hash (once) and returns the hash.
+#[inline(always)]
+fn store(stack: &tracer_ebpf::Stack, len: usize) -> u64 {
+    let id = hash(&stack.frames, len);
     // Look first: an LRU update would copy the whole value even when the key exists.
     // SAFETY: the value is only read for presence.
-    if unsafe { STACKS.get(&id) }.is_none() && STACKS.insert(&id, &*stack, 0).is_err() {
+    if unsafe { STACKS.get(&id) }.is_none() && STACKS.insert(&id, stack, 0).is_err() {
         count(counter::STACK_ERRORS);
         return 0;
     }

@@ -57,13 +57,17 @@ fn failed(ret: i64) -> bool {
 fn user_stack(ctx: &TracePointContext) -> u64 {
     // SAFETY: helpers valid in tracepoint programs; the register file is read with
     // probe_read_kernel.
-    let sp = unsafe {
+    let regs = unsafe {
         let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs;
-        bpf_probe_read_kernel(&raw const (*regs).rsp)
+        (
+            bpf_probe_read_kernel(&raw const (*regs).rip),
+            bpf_probe_read_kernel(&raw const (*regs).rsp),
+            bpf_probe_read_kernel(&raw const (*regs).rbp),
+        )
     };
-    match sp {
-        Ok(sp) => stack::capture(ctx.as_ptr(), sp),
-        Err(_) => {
+    match regs {
+        (Ok(ip), Ok(sp), Ok(bp)) => stack::capture(ctx.as_ptr(), &stack::UserRegs { ip, sp, bp }, false),
+        _ => {
             count(counter::STACK_ERRORS);
             0
         }

@@ -113,7 +113,7 @@ impl Aggregator {
         if self.await_exec {
             if matches!(event, Event::Exec { .. }) {
                 self.await_exec = false;
-                self.stacks.modules.reset();
+                self.stacks.reset_code();
             } else {
                 self.coverage.pre_exec_events += 1;
             }
@@ -121,6 +121,7 @@ impl Aggregator {
         }
         self.coverage.events += 1;
         match *event {
+            Event::StackSample(ref sample) => self.stacks.add_sample(sample),
             Event::Alloc { ts_ns, addr, size, stack, func } => self.allocate(ts_ns, addr, size, stack, func),
             Event::Free { addr, .. } => self.free(addr),
             Event::Realloc { ts_ns, old, addr, size, stack, func } => {
@@ -180,7 +181,7 @@ impl Aggregator {
                 self.ranges.clear();
                 self.sites.clear_live();
                 self.brk = None;
-                self.stacks.modules.reset();
+                self.stacks.reset_code();
             }
         }
     }

@@ -3,9 +3,12 @@
 
 use std::{collections::HashMap, sync::Arc};
 
+use tracer_ebpf::UnwindRule;
+
 use crate::{
     event::StackId,
     symbolize::modules::{Location, ModuleMap},
+    unwind::{Sample, Unwinder},
 };
 
 /// A stack as the kernel stored it: innermost first, `frames[0]` the probed instruction,
@@ -16,9 +19,14 @@ pub struct RawStack {
     pub truncated: bool,
 }
 
-/// Where stacks come from: the kernel's stack map, or a fixed table in tests.
+/// Where stacks come from, and where unwind rules go: the kernel's maps, or fixed
+/// tables in tests.
 pub trait StackSource {
     fn fetch(&mut self, id: StackId) -> Option<RawStack>;
+    /// Hands unwind rules to the kernel side, by key.
+    fn teach(&mut self, _rules: &[(u64, UnwindRule)]) {}
+    /// Takes rules back (the code they describe is gone).
+    fn forget(&mut self, _keys: &[u64]) {}
 }
 
 /// One frame: its runtime address and where that is in a file.
@@ -42,14 +50,57 @@ pub struct StackInfo {
 pub struct StackTable {
     source: Box<dyn StackSource>,
     pub modules: ModuleMap,
+    unwinder: Unwinder,
     known: HashMap<StackId, Option<Arc<StackInfo>>>,
     /// Stacks the kernel side reported but userspace could not read back.
     pub missing: u64,
+    /// Stack samples unwound here, and how many of them were cut short.
+    pub samples: u64,
+    pub truncated_samples: u64,
 }
 
 impl StackTable {
     pub fn new(source: Box<dyn StackSource>, modules: ModuleMap) -> Self {
-        Self { source, modules, known: HashMap::new(), missing: 0 }
+        Self {
+            source,
+            modules,
+            unwinder: Unwinder::default(),
+            known: HashMap::new(),
+            missing: 0,
+            samples: 0,
+            truncated_samples: 0,
+        }
+    }
+
+    /// Unwinds a sample the kernel side could not, files the stack under the sample's id
+    /// and teaches the kernel the rules it lacked.
+    pub fn add_sample(&mut self, sample: &Sample) {
+        let mut learned = Vec::new();
+        let raw = self.unwinder.unwind(&mut self.modules, sample, &mut learned);
+        self.samples += 1;
+        if raw.truncated {
+            self.truncated_samples += 1;
+        }
+        log::debug!(
+            "sample {:#x}: {} frames{}, {} rules learnt: {:x?}",
+            sample.id,
+            raw.frames.len(),
+            if raw.truncated { " (truncated)" } else { "" },
+            learned.len(),
+            raw.frames
+        );
+        if !learned.is_empty() {
+            self.source.teach(&learned);
+        }
+        let info = Arc::new(self.place(&raw));
+        self.known.insert(StackId(sample.id), Some(info));
+    }
+
+    /// The target exec'd: its code, and every rule about it, is gone.
+    pub fn reset_code(&mut self) {
+        let keys = self.unwinder.reset();
+        self.source.forget(&keys);
+        self.modules.reset();
     }
 
     /// The stack for `id`, read and placed on first sight.
@@ -85,6 +136,7 @@ impl StackTable {
         let probed = raw.frames.first().copied().and_then(|ip| self.modules.locate(ip));
         let in_loader = probed.and_then(|l| l.module).is_some_and(|m| self.modules.module(m).is_loader);
         let mut frames = Vec::with_capacity(raw.frames.len().saturating_sub(1));
+        let mut truncated = raw.truncated;
         for (i, &addr) in raw.frames.iter().enumerate().skip(1) {
             // frames[1] was read from [sp], which is a return address only when the probe
             // sits on a function's first instruction (glibc's mremap wrapper, for one,
@@ -101,10 +153,17 @@ impl StackTable {
             if addr == 0 {
                 break;
             }
+            // A return address replaced by the uretprobe trampoline: the frame below is
+            // a traced allocator still running (a stack taken inside malloc); its caller
+            // is not on the stack.
+            if self.modules.is_trampoline(addr) {
+                truncated = true;
+                break;
+            }
             let location = self.modules.locate(addr);
             frames.push(Frame { addr, location });
         }
-        StackInfo { frames, truncated: raw.truncated, in_loader }
+        StackInfo { frames, truncated, in_loader }
     }
 }
 

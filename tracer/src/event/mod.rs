@@ -6,6 +6,8 @@ pub mod reader;
 use bytes::Buf;
 use tracer_ebpf::{flags, kind};
 
+pub use crate::unwind::Sample;
+
 /// Identifies a user stack stored by the kernel side (a hash of its frames).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StackId(pub u64);
@@ -19,7 +21,7 @@ pub enum Origin {
     Allocator,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     Alloc {
         ts_ns: u64,
@@ -77,21 +79,28 @@ pub enum Event {
     Exec {
         ts_ns: u64,
     },
+    /// Registers and stack copy for a stack the kernel side could not walk.
+    StackSample(Sample),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
-    #[error("ring buffer record of {0} bytes, expected {size}", size = RECORD_SIZE)]
+    #[error("ring buffer record of {0} bytes, expected {size} or a stack sample", size = RECORD_SIZE)]
     Size(usize),
     #[error("unknown event kind {0}")]
     Kind(u32),
 }
 
 pub const RECORD_SIZE: usize = std::mem::size_of::<tracer_ebpf::Event>();
+const SAMPLE_HEADER: usize = std::mem::size_of::<tracer_ebpf::StackSample>();
 
 impl Event {
-    /// Decodes one ring-buffer record (a `tracer_ebpf::Event`, native byte order).
+    /// Decodes one ring-buffer record: a `tracer_ebpf::Event`, or a
+    /// `tracer_ebpf::StackSample` and the stack bytes after it (native byte order).
     pub fn decode(record: &[u8]) -> Result<Self, DecodeError> {
+        if record.len() >= SAMPLE_HEADER && (&record[..4]).get_u32_ne() == kind::STACK_SAMPLE {
+            return Self::decode_sample(record);
+        }
         if record.len() != RECORD_SIZE {
             return Err(DecodeError::Size(record.len()));
         }
@@ -111,6 +120,16 @@ impl Event {
             map_flags: b.get_u64_ne(),
         };
         Self::from_raw(&raw)
+    }
+
+    fn decode_sample(record: &[u8]) -> Result<Self, DecodeError> {
+        let mut b = record;
+        let _kind = b.get_u32_ne();
+        let len = usize::from(b.get_u16_ne());
+        let flags = b.get_u16_ne();
+        let (id, ip, sp, bp) = (b.get_u64_ne(), b.get_u64_ne(), b.get_u64_ne(), b.get_u64_ne());
+        let stack = record.get(SAMPLE_HEADER..SAMPLE_HEADER + len).ok_or(DecodeError::Size(record.len()))?;
+        Ok(Event::StackSample(Sample { id, ip, sp, bp, flags, stack: bytes::Bytes::copy_from_slice(stack) }))
     }
 
     pub fn from_raw(raw: &tracer_ebpf::Event) -> Result<Self, DecodeError> {
@@ -200,6 +219,28 @@ mod tests {
         assert_eq!(Event::decode(&[0; 10]), Err(DecodeError::Size(10)));
         let raw = tracer_ebpf::Event { kind: 99, ..Default::default() };
         assert_eq!(Event::decode(&bytes_of(&raw)), Err(DecodeError::Kind(99)));
+    }
+
+    #[test]
+    fn decodes_stack_samples_with_their_bytes() {
+        let header = tracer_ebpf::StackSample {
+            kind: kind::STACK_SAMPLE,
+            len: 16,
+            flags: 1,
+            id: 5,
+            ip: 6,
+            sp: 7,
+            bp: 8,
+        };
+        // SAFETY: StackSample is repr(C) plain data without padding.
+        let mut record =
+            unsafe { std::slice::from_raw_parts((&raw const header).cast::<u8>(), SAMPLE_HEADER) }.to_vec();
+        record.extend(1..=16u8);
+        let Event::StackSample(sample) = Event::decode(&record).unwrap() else { panic!("not a sample") };
+        assert_eq!((sample.id, sample.ip, sample.sp, sample.bp, sample.flags), (5, 6, 7, 8, 1));
+        assert_eq!(&sample.stack[..], &(1..=16u8).collect::<Vec<_>>()[..]);
+        // A length beyond the record is an error, not a panic.
+        assert!(Event::decode(&record[..SAMPLE_HEADER + 4]).is_err());
     }
 
     #[test]

@@ -14,7 +14,9 @@ use aya::{
     maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf},
     programs::{ProgramError, TracePoint, UProbe, uprobe::UProbeAttachPoint, uprobe::UProbeScope},
 };
-use tracer_ebpf::{Stack, counter, global, map};
+use tracer_ebpf::{Stack, UnwindRule, counter, global, map, unwind_mode};
+
+use crate::cli::Unwind;
 
 pub use self::allocator::ProbePoint;
 
@@ -66,6 +68,7 @@ pub struct KernelCounters {
     pub dropped: u64,
     pub nested_calls: u64,
     pub truncated_stacks: u64,
+    pub stack_samples: u64,
 }
 
 /// Loaded programs and their links. The maps userspace reads are taken out with
@@ -78,14 +81,21 @@ pub struct Probes {
 
 impl Probes {
     /// Loads every program, filtering on `tgid`, with a ring buffer of `ring_bytes`.
-    pub fn load(tgid: u32, ring_bytes: u32) -> Result<Self, ProbeError> {
+    pub fn load(tgid: u32, ring_bytes: u32, unwind: Unwind) -> Result<Self, ProbeError> {
         if OBJECT.is_empty() {
             return Err(ProbeError::NoObject);
         }
         ensure_tracefs()?;
+        let mode = match unwind {
+            Unwind::EhFrame => unwind_mode::EH_FRAME,
+            Unwind::FramePointers => unwind_mode::FRAME_POINTERS,
+            Unwind::None => unwind_mode::NONE,
+            Unwind::Copy => unwind_mode::COPY,
+        };
         let mut ebpf = EbpfLoader::new()
             .override_global(global::TARGET_TGID, &tgid, true)
             .override_global(global::WAKEUP_BYTES, &u64::from(ring_bytes / 8), true)
+            .override_global(global::UNWIND_MODE, &mode, true)
             .map_max_entries(map::EVENTS, ring_bytes)
             .load(OBJECT)?;
         let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
@@ -173,6 +183,12 @@ impl Probes {
         BpfHashMap::try_from(m).map_err(|source| ProbeError::Map { name: map::STACKS, source })
     }
 
+    pub fn take_unwind_rules(&mut self) -> Result<BpfHashMap<MapData, u64, UnwindRule>, ProbeError> {
+        let name = map::UNWIND_RULES;
+        let m = self.ebpf.take_map(name).ok_or(ProbeError::MissingMap(name))?;
+        BpfHashMap::try_from(m).map_err(|source| ProbeError::Map { name, source })
+    }
+
     pub fn counters(&self) -> KernelCounters {
         let sum = |index: u32| -> u64 {
             self.counters.get(&index, 0).map(|per_cpu| per_cpu.iter().sum()).unwrap_or(0)
@@ -183,6 +199,7 @@ impl Probes {
             dropped: sum(counter::DROPPED),
             nested_calls: sum(counter::NESTED_CALLS),
             truncated_stacks: sum(counter::TRUNCATED_STACKS),
+            stack_samples: sum(counter::STACK_SAMPLES),
         }
     }
 }

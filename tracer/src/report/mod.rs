@@ -15,6 +15,7 @@ use crate::{
     aggregate::{
         Aggregator, Coverage, NO_GROUP,
         sites::{SiteKey, SiteKind},
+        stacks::StackTable,
     },
     cli::Format,
     probe::{KernelCounters, allocator},
@@ -120,7 +121,7 @@ impl Reporter {
                 allocator_reserved_bytes: totals.allocator_bytes,
                 loader_mapped_bytes: totals.loader_bytes,
             },
-            coverage: coverage(agg.coverage, agg.stacks.missing, ctx.kernel),
+            coverage: coverage(agg.coverage, &agg.stacks, ctx.kernel),
             totals: SiteTotals {
                 sites: groups_total(&keys),
                 live_sites: live_groups(&keys, &figures.per_site),
@@ -162,12 +163,13 @@ fn live_groups(keys: &[u64], live: &[(u64, u64)]) -> u64 {
         .len() as u64
 }
 
-fn coverage(user: Coverage, missing_stacks: u64, kernel: KernelCounters) -> CoverageInfo {
+fn coverage(user: Coverage, stacks: &StackTable, kernel: KernelCounters) -> CoverageInfo {
     CoverageInfo {
         events: user.events,
         lost_events: kernel.lost_events,
-        stack_errors: kernel.stack_errors + missing_stacks,
-        truncated_stacks: kernel.truncated_stacks,
+        stack_errors: kernel.stack_errors + stacks.missing,
+        truncated_stacks: kernel.truncated_stacks + stacks.truncated_samples,
+        stack_samples: stacks.samples,
         unknown_frees: user.unknown_frees,
         unknown_unmaps: user.unknown_unmaps,
         address_reused: user.address_reused,

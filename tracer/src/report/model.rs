@@ -59,8 +59,12 @@ pub struct CoverageInfo {
     pub lost_events: u64,
     /// Stacks that could not be captured or read back.
     pub stack_errors: u64,
-    /// Stacks cut short at the depth limit.
+    /// Stacks cut short: at the depth limit, or where no unwind information went on.
     pub truncated_stacks: u64,
+    /// Stacks the kernel side could not walk alone and copied to userspace (the first
+    /// time a call path is seen, normally).
+    #[serde(default)]
+    pub stack_samples: u64,
     /// Frees of blocks never seen allocated (allocated before attach).
     pub unknown_frees: u64,
     /// munmaps of ranges never seen mapped (mapped before attach).

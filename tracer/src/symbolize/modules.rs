@@ -68,6 +68,8 @@ pub struct ModuleMap {
     last_refresh: Option<Instant>,
     /// Code was mapped since the last refresh: the next miss rereads the maps at once.
     dirty: bool,
+    /// The `[uprobes]` page, where uretprobes send returns.
+    trampoline: Option<(u64, u64)>,
 }
 
 impl ModuleMap {
@@ -79,6 +81,7 @@ impl ModuleMap {
             by_path: HashMap::new(),
             last_refresh: None,
             dirty: false,
+            trampoline: None,
         };
         map.refresh();
         map
@@ -93,6 +96,7 @@ impl ModuleMap {
             by_path: HashMap::new(),
             last_refresh: Some(Instant::now() + Duration::from_secs(1 << 30)),
             dirty: false,
+            trampoline: None,
         };
         map.load(entries);
         map
@@ -119,6 +123,9 @@ impl ModuleMap {
     }
 
     fn load(&mut self, entries: &[MapEntry]) {
+        if let Some(t) = entries.iter().find(|e| e.path.as_deref() == Some("[uprobes]")) {
+            self.trampoline = Some((t.start, t.end));
+        }
         let mut regions = Vec::new();
         for entry in entries.iter().filter(|e| e.executable) {
             let module = entry.file_path().map(|path| self.module_for(entry, path));
@@ -174,6 +181,11 @@ impl ModuleMap {
         let i = self.regions.partition_point(|r| r.start <= addr).checked_sub(1)?;
         let r = self.regions[i];
         (addr < r.end).then(|| Location { module: r.module, offset: addr - r.start + r.offset })
+    }
+
+    /// `addr` is in the uretprobe trampoline page.
+    pub fn is_trampoline(&self, addr: u64) -> bool {
+        self.trampoline.is_some_and(|(start, end)| addr >= start && addr < end)
     }
 
     pub fn module(&self, idx: ModuleIdx) -> &Module {

@@ -1,0 +1,162 @@
+//! Right stacks with and without frame pointers: every allocation is charged to the
+//! function of the program that really made it, through frameless library code
+//! (strdup, fopen, operator new, std::string, Rust's allocator shims).
+
+use serde_json::Value;
+
+use crate::harness::*;
+
+/// Traces a fixture built `build`, and checks each `expect FUNCTION COUNT BYTES` line it
+/// printed: the sites whose first frame of the program's own code is FUNCTION, at its
+/// `@FUNCTION` line, with CALLER (`@FUNCTION` → caller from `callers`) the next own frame,
+/// hold exactly COUNT blocks and BYTES bytes.
+fn check(source: &str, build: Build, callers: &[(&str, &str)], unwind: &str) -> Value {
+    let mut fixture = Fixture::start(&fixture_built(source, build));
+    let tracer = Tracer::attach(fixture.pid(), &["--top", "0", "--interval", "1h", "--unwind", unwind]);
+    fixture.go();
+    let run = tracer.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+    let expected = expectations(&fixture.finish());
+    assert_eq!(expected.len(), callers.len(), "expectations printed by {source}");
+    let report = run.final_report();
+    let sites = report["sites"].as_array().unwrap();
+    for (function, count, bytes) in &expected {
+        let caller = callers
+            .iter()
+            .find(|(f, _)| f == function)
+            .unwrap_or_else(|| panic!("no caller for {function}"))
+            .1;
+        let line = line_of(source, function);
+        let mine: Vec<&Value> = sites
+            .iter()
+            .filter(|s| {
+                own_frames(s, source)
+                    .first()
+                    .is_some_and(|f| f["function"].as_str().is_some_and(|n| names(n, function)))
+            })
+            .collect();
+        let total = mine.iter().fold((0, 0), |(c, b), s| (c + live(s).0, b + live(s).1));
+        assert_eq!(
+            total,
+            (*count, *bytes),
+            "{source} ({build:?}, --unwind {unwind}): live at {function}; sites:\n{}",
+            serde_json::to_string_pretty(sites).unwrap()
+        );
+        for site in mine.iter().filter(|s| live(s).0 > 0) {
+            let own = own_frames(site, source);
+            assert_eq!(own[0]["line"], line, "{function}'s line in {site}");
+            let next = own.get(1).and_then(|f| f["function"].as_str()).unwrap_or("(none)");
+            assert!(
+                names(next, caller),
+                "{source} ({build:?}): the caller of {function} is {caller}, not {next}; {site}"
+            );
+        }
+    }
+    report
+}
+
+const C_CALLERS: &[(&str, &str)] = &[("intern", "intern_all")];
+const CPP_CALLERS: &[(&str, &str)] =
+    &[("subscribe", "main"), ("keep_name", "main"), ("grow_history", "main"), ("make_widget", "main")];
+const RS_CALLERS: &[(&str, &str)] = &[("record", "main"), ("name", "main"), ("describe", "main")];
+
+/// fopen's FILE: glibc 2.36 allocates a 472-byte `struct locked_FILE` and nothing more
+/// until the first read.
+fn check_fopen(report: &Value) {
+    let sites = report["sites"].as_array().unwrap();
+    let logs: Vec<&Value> = sites
+        .iter()
+        .filter(|s| own_frames(s, "frames.c").first().is_some_and(|f| f["function"] == "open_log"))
+        .collect();
+    assert_eq!(logs.len(), 1, "{}", serde_json::to_string_pretty(sites).unwrap());
+    assert_eq!(live(logs[0]), (3, 3 * 472));
+    let own = own_frames(logs[0], "frames.c");
+    assert_eq!(own[0]["line"], line_of("frames.c", "open_log"));
+    assert_eq!(own[1]["function"], "main");
+    assert!(
+        logs[0]["frames"][0]["function"].as_str().unwrap().contains("fopen"),
+        "fopen is the innermost frame"
+    );
+}
+
+#[test]
+fn c_through_strdup_and_fopen_with_frame_pointers() {
+    let Some(_kernel) = privileged("c_through_strdup_and_fopen_with_frame_pointers") else { return };
+    let report = check("frames.c", Build::FramePointers, C_CALLERS, "eh-frame");
+    check_fopen(&report);
+}
+
+#[test]
+fn c_through_strdup_and_fopen_without_frame_pointers() {
+    let Some(_kernel) = privileged("c_through_strdup_and_fopen_without_frame_pointers") else { return };
+    let report = check("frames.c", Build::NoFramePointers, C_CALLERS, "eh-frame");
+    check_fopen(&report);
+}
+
+/// The same program walked by frame pointers alone loses the function that called
+/// strdup: what the eh_frame walk fixes (and proof the checks above can fail).
+#[test]
+fn frame_pointers_alone_lose_the_caller_of_frameless_code() {
+    let Some(_kernel) = privileged("frame_pointers_alone_lose_the_caller_of_frameless_code") else { return };
+    let mut fixture = Fixture::start(&fixture_built("frames.c", Build::NoFramePointers));
+    let tracer =
+        Tracer::attach(fixture.pid(), &["--top", "0", "--interval", "1h", "--unwind", "frame-pointers"]);
+    fixture.go();
+    let run = tracer.stop();
+    fixture.finish();
+    let report = run.final_report();
+    let right = report["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| own_frames(s, "frames.c").first().is_some_and(|f| f["function"] == "intern"))
+        .filter(|s| own_frames(s, "frames.c").get(1).is_some_and(|f| f["function"] == "intern_all"))
+        .count();
+    assert_eq!(right, 0, "a frame-pointer walk cannot see intern -> intern_all through strdup");
+}
+
+#[test]
+fn cpp_new_string_vector_make_unique_with_frame_pointers() {
+    let Some(_kernel) = privileged("cpp_new_string_vector_make_unique_with_frame_pointers") else { return };
+    check("frames.cpp", Build::FramePointers, CPP_CALLERS, "eh-frame");
+}
+
+#[test]
+fn cpp_new_string_vector_make_unique_without_frame_pointers() {
+    let Some(_kernel) = privileged("cpp_new_string_vector_make_unique_without_frame_pointers") else {
+        return;
+    };
+    check("frames.cpp", Build::NoFramePointers, CPP_CALLERS, "eh-frame");
+}
+
+#[test]
+fn rust_vec_string_format_with_frame_pointers() {
+    let Some(_kernel) = privileged("rust_vec_string_format_with_frame_pointers") else { return };
+    check("frames.rs", Build::FramePointers, RS_CALLERS, "eh-frame");
+}
+
+#[test]
+fn rust_vec_string_format_without_frame_pointers() {
+    let Some(_kernel) = privileged("rust_vec_string_format_without_frame_pointers") else { return };
+    check("frames.rs", Build::NoFramePointers, RS_CALLERS, "eh-frame");
+}
+
+/// A program built with -fomit-frame-pointer throughout: the whole chain, down to main
+/// and the C runtime's entry, and nothing cut short.
+#[test]
+fn omitted_frame_pointers_give_complete_stacks() {
+    let Some(_kernel) = privileged("omitted_frame_pointers_give_complete_stacks") else { return };
+    let report = check("omit.c", Build::NoFramePointers, &[("level_d", "level_c")], "eh-frame");
+    let site = report["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| own_frames(s, "omit.c").first().is_some_and(|f| f["function"] == "level_d"))
+        .unwrap();
+    let functions: Vec<&str> =
+        site["frames"].as_array().unwrap().iter().filter_map(|f| f["function"].as_str()).collect();
+    let own: Vec<&str> = own_frames(site, "omit.c").iter().filter_map(|f| f["function"].as_str()).collect();
+    assert_eq!(own, ["level_d", "level_c", "level_b", "level_a", "main"], "{functions:?}");
+    assert_eq!(functions.last(), Some(&"_start"), "{functions:?}");
+    assert_eq!(site["stack_truncated"], false);
+}

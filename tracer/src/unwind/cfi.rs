@@ -1,0 +1,199 @@
+//! Call frame information of one ELF file (`.eh_frame`, else `.debug_frame`), turned
+//! into the compact per-address rules the kernel side walks stacks with.
+
+use std::path::Path;
+
+use gimli::{
+    BaseAddresses, CfaRule, DebugFrame, EhFrame, LittleEndian, RegisterRule, UnwindContext, UnwindSection,
+    X86_64,
+};
+use object::{Object, ObjectSection, ObjectSegment};
+use tracer_ebpf::{UnwindRule, cfa};
+
+type Slice<'a> = gimli::EndianSlice<'a, LittleEndian>;
+
+/// Where an FDE is.
+#[derive(Debug, Clone, Copy)]
+struct FdeRef {
+    start: u64,
+    end: u64,
+    offset: usize,
+    debug_frame: bool,
+}
+
+/// CFI of a file, indexed by address.
+pub struct ModuleCfi {
+    eh_frame: Vec<u8>,
+    debug_frame: Vec<u8>,
+    bases: BaseAddresses,
+    index: Vec<FdeRef>,
+    /// PT_LOAD segments: (file offset, file size, virtual address).
+    segments: Vec<(u64, u64, u64)>,
+    /// The ELF entry point: the code there (`_start`) is where stacks begin.
+    entry: u64,
+    ctx: Box<UnwindContext<usize>>,
+}
+
+/// What a rule lookup can say.
+pub const NO_RULE: UnwindRule = UnwindRule { cfa_offset: 0, bp_offset: 0, cfa_reg: cfa::NONE, _pad: 0 };
+
+impl ModuleCfi {
+    pub fn load(path: &Path) -> Option<Self> {
+        let data = std::fs::read(path).ok()?;
+        let file = object::File::parse(&*data).ok()?;
+        let section = |name: &str| -> (Vec<u8>, u64) {
+            file.section_by_name(name)
+                .and_then(|s| Some((s.uncompressed_data().ok()?.into_owned(), s.address())))
+                .unwrap_or_default()
+        };
+        let (eh_frame, eh_frame_addr) = section(".eh_frame");
+        let (debug_frame, _) = section(".debug_frame");
+        let text = file.section_by_name(".text").map_or(0, |s| s.address());
+        let got = file.section_by_name(".got").map_or(0, |s| s.address());
+        let bases = BaseAddresses::default().set_eh_frame(eh_frame_addr).set_text(text).set_got(got);
+        let segments = file
+            .segments()
+            .map(|s| {
+                let (off, size) = s.file_range();
+                (off, size, s.address())
+            })
+            .collect();
+        let entry = file.entry();
+        let mut cfi = Self {
+            eh_frame,
+            debug_frame,
+            bases,
+            index: Vec::new(),
+            segments,
+            entry,
+            ctx: Box::new(UnwindContext::new()),
+        };
+        cfi.build_index();
+        Some(cfi)
+    }
+
+    fn build_index(&mut self) {
+        let eh = EhFrame::new(&self.eh_frame, LittleEndian);
+        let mut entries = eh.entries(&self.bases);
+        while let Ok(Some(entry)) = entries.next() {
+            if let gimli::CieOrFde::Fde(partial) = entry
+                && let Ok(fde) = partial.parse(EhFrame::cie_from_offset)
+            {
+                self.index.push(FdeRef {
+                    start: fde.initial_address(),
+                    end: fde.initial_address() + fde.len(),
+                    offset: fde.offset(),
+                    debug_frame: false,
+                });
+            }
+        }
+        let debug = DebugFrame::new(&self.debug_frame, LittleEndian);
+        let mut entries = debug.entries(&self.bases);
+        while let Ok(Some(entry)) = entries.next() {
+            if let gimli::CieOrFde::Fde(partial) = entry
+                && let Ok(fde) = partial.parse(DebugFrame::cie_from_offset)
+            {
+                self.index.push(FdeRef {
+                    start: fde.initial_address(),
+                    end: fde.initial_address() + fde.len(),
+                    offset: fde.offset(),
+                    debug_frame: true,
+                });
+            }
+        }
+        // .eh_frame first among equals: it is what the program itself unwinds with.
+        self.index.sort_by_key(|f| (f.start, f.debug_frame));
+    }
+
+    /// The virtual address of a file offset (through the loadable segments).
+    pub fn vaddr_of(&self, file_offset: u64) -> Option<u64> {
+        self.segments
+            .iter()
+            .find(|(off, size, _)| file_offset >= *off && file_offset < off + size)
+            .map(|(off, _, vaddr)| vaddr + (file_offset - off))
+    }
+
+    /// The rule at virtual address `vaddr`: how to find the caller's frame from there.
+    pub fn rule_at(&mut self, vaddr: u64) -> UnwindRule {
+        let i = self.index.partition_point(|f| f.start <= vaddr);
+        let candidates = self.index[..i].iter().rev().take_while(|f| f.start <= vaddr);
+        let Some(fde) = candidates.filter(|f| vaddr < f.end).copied().next() else {
+            return self.entry_code_end(vaddr);
+        };
+        let row = if fde.debug_frame {
+            let section = DebugFrame::new(&self.debug_frame, LittleEndian);
+            row_rule(&section, &self.bases, &mut self.ctx, gimli::DebugFrameOffset(fde.offset), vaddr)
+        } else {
+            let section = EhFrame::new(&self.eh_frame, LittleEndian);
+            row_rule(&section, &self.bases, &mut self.ctx, gimli::EhFrameOffset(fde.offset), vaddr)
+        };
+        match row.unwrap_or(NO_RULE) {
+            NO_RULE => self.entry_code_end(vaddr),
+            rule => rule,
+        }
+    }
+
+    /// Entry code (the dynamic loader's `_start` and `_dl_start_user`) often has no CFI
+    /// saying it is outermost; a walk that reaches it is complete all the same.
+    fn entry_code_end(&self, vaddr: u64) -> UnwindRule {
+        if self.entry != 0 && vaddr >= self.entry && vaddr < self.entry + 128 {
+            UnwindRule { cfa_offset: 0, bp_offset: 0, cfa_reg: cfa::END, _pad: 0 }
+        } else {
+            NO_RULE
+        }
+    }
+}
+
+fn row_rule<'a, S>(
+    section: &S,
+    bases: &BaseAddresses,
+    ctx: &mut UnwindContext<usize>,
+    offset: S::Offset,
+    vaddr: u64,
+) -> Option<UnwindRule>
+where
+    S: UnwindSection<Slice<'a>>,
+{
+    let fde = section.fde_from_offset(bases, offset, S::cie_from_offset).ok()?;
+    let row = fde.unwind_info_for_address(section, bases, ctx, vaddr).ok()?;
+    match row.register(X86_64::RA) {
+        RegisterRule::Undefined => {
+            return Some(UnwindRule { cfa_offset: 0, bp_offset: 0, cfa_reg: cfa::END, _pad: 0 });
+        }
+        // The return address sits just below the CFA; anything else (signal frames) is
+        // beyond what the kernel side walks.
+        RegisterRule::Offset(-8) => {}
+        _ => return Some(NO_RULE),
+    }
+    let (cfa_reg, cfa_offset) = match *row.cfa() {
+        CfaRule::RegisterAndOffset { register, offset } if register == X86_64::RSP => (cfa::SP, offset),
+        CfaRule::RegisterAndOffset { register, offset } if register == X86_64::RBP => (cfa::BP, offset),
+        _ => return Some(NO_RULE),
+    };
+    let bp_offset = match row.register(X86_64::RBP) {
+        RegisterRule::Offset(n) => i16::try_from(n).ok()?,
+        _ => 0,
+    };
+    Some(UnwindRule { cfa_offset: i32::try_from(cfa_offset).ok()?, bp_offset, cfa_reg, _pad: 0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rules of this test binary's own functions, compared with what any x86-64 function
+    /// must look like at its first instruction.
+    #[test]
+    fn rules_from_the_test_binary_itself() {
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let mut cfi = ModuleCfi::load(&exe).unwrap();
+        assert!(!cfi.index.is_empty());
+        let maps = crate::target::maps::read(std::process::id()).unwrap();
+        let addr = rules_from_the_test_binary_itself as *const () as u64;
+        let region = maps.iter().find(|m| m.executable && addr >= m.start && addr < m.end).unwrap();
+        let vaddr = cfi.vaddr_of(addr - region.start + region.offset).unwrap();
+        // At a function's first instruction the CFA is sp + 8 and rbp is untouched.
+        assert_eq!(cfi.rule_at(vaddr), UnwindRule { cfa_offset: 8, bp_offset: 0, cfa_reg: cfa::SP, _pad: 0 });
+        assert_eq!(cfi.rule_at(1), NO_RULE, "no FDE covers address 1");
+    }
+}
