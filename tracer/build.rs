@@ -1,5 +1,5 @@
 //! Builds the eBPF object (tracer-ebpf's binary) with aya-build and leaves it in OUT_DIR,
-//! where `src/probe/object.rs` embeds it.
+//! where `src/probe/mod.rs` embeds it; generates the pprof types from proto/profile.proto.
 //!
 //! The eBPF build needs a nightly whose LLVM matches bpf-linker's (22); `cargo xtask setup`
 //! installs both. `LEAKTRACER_BPF_TOOLCHAIN` names the nightly (default `nightly`).
@@ -13,7 +13,17 @@ use aya_build::{Package, Toolchain};
 
 const PROBES: &str = "leaktracer-probes";
 
+/// Rust types for pprof's profile.proto, without protoc: protox parses, prost-build
+/// generates.
+fn pprof_types() -> anyhow::Result<()> {
+    println!("cargo:rerun-if-changed=proto/profile.proto");
+    let descriptors = protox::compile(["proto/profile.proto"], ["proto"]).context("compile profile.proto")?;
+    prost_build::Config::new().compile_fds(descriptors).context("generate pprof types")?;
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
+    pprof_types()?;
     println!("cargo:rerun-if-env-changed=LEAKTRACER_BPF_TOOLCHAIN");
     let metadata = cargo_metadata::MetadataCommand::new().no_deps().exec().context("cargo metadata")?;
     let ebpf = metadata

@@ -21,6 +21,10 @@ fn fixtures_src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
 }
 
+pub fn corpus_src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/corpus")
+}
+
 /// Serializes the privileged tests: they share kernel state (loaded programs, probes),
 /// and the detach checks count what is loaded.
 static KERNEL: Mutex<()> = Mutex::new(());
@@ -63,16 +67,24 @@ pub fn fixture(name: &str) -> PathBuf {
 
 /// Builds a fixture the given way, once per test run.
 pub fn fixture_built(name: &str, build: Build) -> PathBuf {
+    build_from(&fixtures_src(), name, build)
+}
+
+/// Builds a program of the accuracy corpus (-O2, no frame pointers).
+pub fn corpus_program(name: &str) -> PathBuf {
+    build_from(&corpus_src(), name, Build::NoFramePointers)
+}
+
+fn build_from(src: &Path, name: &str, build: Build) -> PathBuf {
     static BUILT: OnceLock<Mutex<std::collections::HashMap<String, PathBuf>>> = OnceLock::new();
     let built = BUILT.get_or_init(Default::default);
     let mut built = built.lock().unwrap();
-    let key = format!("{name}/{build:?}");
+    let key = format!("{}/{name}/{build:?}", src.display());
     if let Some(path) = built.get(&key) {
         return path.clone();
     }
     let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fixtures");
     std::fs::create_dir_all(&out_dir).unwrap();
-    let src = fixtures_src();
     let (stem, ext) = name.rsplit_once('.').unwrap();
     let suffix = match build {
         Build::Default => "",
@@ -198,8 +210,10 @@ impl Drop for Fixture {
 pub struct Tracer {
     pub child: Child,
     pub stderr: String,
-    /// The rest of stderr, read on a thread so leaktracer never blocks writing it.
+    /// The rest of stderr, and stdout, read on threads so that leaktracer never blocks
+    /// writing them (a pipe holds 64 KiB: a few reports).
     stderr_rest: std::sync::mpsc::Receiver<String>,
+    stdout: std::sync::mpsc::Receiver<String>,
 }
 
 impl Tracer {
@@ -229,13 +243,9 @@ impl Tracer {
             }
             assert!(Instant::now() < deadline, "leaktracer did not attach:\n{seen}");
         }
-        let (tx, stderr_rest) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut rest = String::new();
-            let _ = stderr.read_to_string(&mut rest);
-            let _ = tx.send(rest);
-        });
-        Self { child, stderr: seen, stderr_rest }
+        let stderr_rest = read_all(stderr);
+        let stdout = read_all(child.stdout.take().unwrap());
+        Self { child, stderr: seen, stderr_rest, stdout }
     }
 
     /// Sends SIGINT, waits, and returns every report it wrote.
@@ -246,12 +256,22 @@ impl Tracer {
     }
 
     pub fn wait(mut self) -> Run {
-        let mut stdout = String::new();
-        self.child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
         let status = self.child.wait().unwrap();
+        let stdout = self.stdout.recv().unwrap_or_default();
         let rest = self.stderr_rest.recv().unwrap_or_default();
         Run { status, stdout, stderr: self.stderr + &rest }
     }
+}
+
+/// Reads a pipe to its end on a thread of its own.
+fn read_all(mut pipe: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut all = String::new();
+        let _ = pipe.read_to_string(&mut all);
+        let _ = tx.send(all);
+    });
+    rx
 }
 
 /// What a finished leaktracer left.

@@ -107,3 +107,21 @@ fn interval_and_duration() {
     assert!(reports.last().unwrap()["elapsed_s"].as_f64().unwrap() >= 3.5);
     fixture.finish();
 }
+
+/// `--fail-on-leak`: exit status 3 when the final report has a leak, 0 otherwise.
+#[test]
+fn fail_on_leak_gates_on_the_final_verdict() {
+    let Some(_kernel) = privileged("fail_on_leak_gates_on_the_final_verdict") else { return };
+    for (program, status) in [("unbounded_cache.c", 3), ("batches.c", 0)] {
+        let mut child =
+            Command::new(corpus_program(program)).stdout(std::process::Stdio::null()).spawn().unwrap();
+        let tracer = Tracer::attach(child.id(), &["--duration", "12s", "--fail-on-leak"]);
+        let run = tracer.wait();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(run.status.code(), Some(status), "{program}: {}", run.stderr);
+        let leaks =
+            run.final_report()["sites"].as_array().unwrap().iter().filter(|s| s["verdict"] == "leak").count();
+        assert_eq!(leaks > 0, status == 3, "{program}");
+    }
+}

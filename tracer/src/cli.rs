@@ -38,6 +38,35 @@ pub enum Command {
         #[arg(required = true, last = true, value_name = "CMD")]
         command: Vec<String>,
     },
+    /// Render a saved JSON report (the last one of an NDJSON file: the final report) in
+    /// another format, later and without privileges.
+    Render {
+        /// An NDJSON file written with --format json.
+        file: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Write to this file instead of standard output.
+        #[arg(long, value_name = "PATH")]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        export: ExportOptions,
+    },
+}
+
+/// How reports are drawn.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct ExportOptions {
+    /// Text reports: show every site, not only the leak suspects (leak, growing).
+    #[arg(long)]
+    pub all: bool,
+
+    /// Folded stacks and SVG: weigh stacks by live bytes or by live blocks.
+    #[arg(long, value_enum, default_value_t = Weight::Bytes)]
+    pub weight: Weight,
+
+    /// Folded stacks, SVG and pprof: only the sites judged `leak`.
+    #[arg(long)]
+    pub only_leaks: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -52,19 +81,36 @@ pub struct TraceOptions {
     #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DUR")]
     pub interval: Duration,
 
-    /// Report format: human-readable text, or one JSON object per report per line
-    /// (schema leaktracer.report/v1, see docs/report-schema.md).
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    pub format: Format,
+    /// Report formats, comma-separated: text; json (one report object per line, schema
+    /// leaktracer.report/v1, docs/report-schema.md); folded (stacks for flamegraph.pl and
+    /// inferno); svg (a flame graph); pprof (gzipped profile.proto for go tool pprof,
+    /// Pyroscope, Parca). Text and JSON get a report every interval, the others the final
+    /// one. Several formats go to one file each (see --output-dir).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "text")]
+    pub format: Vec<Format>,
 
-    /// Write reports to this file instead of standard output.
+    /// Write the (single) format to this file instead of standard output.
     #[arg(long, value_name = "PATH")]
     pub output: Option<PathBuf>,
+
+    /// Write each format to its own file in DIR, named leaktracer-<pid>-<UTC start
+    /// time>.<txt|ndjson|folded|svg|pb.gz>, complete or not at all. Several formats
+    /// without --output-dir go to the current directory.
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub export: ExportOptions,
 
     /// Sites per report, largest outstanding bytes first; 0 shows every site, including
     /// those with nothing outstanding.
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub top: usize,
+
+    /// Exit with status 3 when the final report has a site judged `leak`, so a test
+    /// suite or a scheduled job can gate on it.
+    #[arg(long)]
+    pub fail_on_leak: bool,
 
     /// Leave out live allocations younger than this (e.g. 5s): short-lived memory is not
     /// a leak.
@@ -91,6 +137,15 @@ pub struct TraceOptions {
 pub enum Format {
     Text,
     Json,
+    Folded,
+    Svg,
+    Pprof,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Weight {
+    Bytes,
+    Count,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -127,6 +182,15 @@ mod tests {
         let Command::Run { options, command } = cli.command else { panic!("not run") };
         assert_eq!(options.top, 3);
         assert_eq!(command, ["ls", "-l"]);
+    }
+
+    #[test]
+    fn formats_are_a_comma_separated_list() {
+        let cli = Cli::try_parse_from(["leaktracer", "attach", "--pid", "1", "--format", "json,svg,pprof"])
+            .unwrap();
+        let Command::Attach { options, .. } = cli.command else { panic!("not attach") };
+        assert_eq!(options.format, [Format::Json, Format::Svg, Format::Pprof]);
+        assert!(Cli::try_parse_from(["leaktracer", "attach", "--pid", "1", "--format", "xml"]).is_err());
     }
 
     #[test]

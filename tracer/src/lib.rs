@@ -2,7 +2,8 @@
 //!
 //! The data path, one module each: [`probe`] (eBPF programs in, counters out) →
 //! [`event`] (ring-buffer records to typed events) → [`aggregate`] (live tables and
-//! per-site figures) → [`report`] (symbolized text and JSON). [`session`] runs them;
+//! per-site figures) → [`verdict`] (growth over time) → [`report`] (symbolized text and
+//! JSON). [`session`] runs them;
 //! [`target`] knows the traced process; [`unwind`] turns stack copies into stacks and
 //! teaches the kernel side how; [`symbolize`] turns addresses into names.
 
@@ -15,6 +16,7 @@ pub mod session;
 pub mod symbolize;
 pub mod target;
 pub mod unwind;
+pub mod verdict;
 
 use anyhow::Context as _;
 
@@ -27,26 +29,25 @@ use crate::{
 
 /// Runs the command line; returns the exit status.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
-    let options = match &cli.command {
-        Command::Attach { options, .. } | Command::Run { options, .. } => options.clone(),
-    };
-    init_logging(options.verbose);
-    privileges::check()?;
-
     // Before any thread exists: `run` forks.
-    let prepared = match cli.command {
-        Command::Attach { pid, .. } => {
+    let (options, prepared) = match cli.command {
+        Command::Render { file, format, output, export } => {
+            return render(&file, format, output.as_deref(), export);
+        }
+        Command::Attach { pid, options } => {
+            begin(&options)?;
             let target = Target::inspect(pid)?;
             let maps = target::maps::read(pid)
                 .with_context(|| format!("cannot read the memory maps of process {pid}"))?;
             let points = allocator::choose(&allocator::candidates_from_maps(pid, &maps, &target.exe));
-            Prepared::Running { target, points }
+            (options, Prepared::Running { target, points })
         }
-        Command::Run { command, .. } => {
+        Command::Run { options, command } => {
+            begin(&options)?;
             let child = launch::spawn_stopped(&command)?;
             let points = allocator::choose(&allocator::candidates_for_launch(&child.exe));
             let target = Target { pid: child.pid, exe: child.exe.clone(), cmdline: child.argv.clone() };
-            Prepared::Launched { target, points, child }
+            (options, Prepared::Launched { target, points, child })
         }
     };
 
@@ -55,6 +56,39 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(session::run(prepared, &options))
+}
+
+/// What tracing needs before anything else: logging, and the privileges to trace.
+fn begin(options: &cli::TraceOptions) -> anyhow::Result<()> {
+    init_logging(options.verbose);
+    privileges::check()?;
+    Ok(())
+}
+
+/// `leaktracer render`: the last report of a saved NDJSON file, in another format.
+fn render(
+    file: &std::path::Path,
+    format: cli::Format,
+    output: Option<&std::path::Path>,
+    export: cli::ExportOptions,
+) -> anyhow::Result<i32> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let line = text.lines().rev().find(|l| !l.trim().is_empty());
+    let report: report::Report = line
+        .and_then(|l| serde_json::from_str(l).ok())
+        .with_context(|| format!("{} holds no leaktracer JSON report", file.display()))?;
+    anyhow::ensure!(
+        report.schema == report::SCHEMA,
+        "{} is a {} report; this leaktracer reads {}",
+        file.display(),
+        report.schema,
+        report::SCHEMA
+    );
+    let started = std::time::SystemTime::now();
+    let outputs =
+        report::outputs::Outputs::open(&[format], output, None, report.target.pid, started, export)?;
+    outputs.finish(&report)?;
+    Ok(0)
 }
 
 fn init_logging(verbose: u8) {

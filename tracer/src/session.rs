@@ -2,10 +2,8 @@
 //! out. Runs on a single-threaded runtime; the symbolizer has its own thread.
 
 use std::{
-    fs::File,
-    io::{self, Write},
+    io,
     os::fd::{FromRawFd, OwnedFd},
-    path::PathBuf,
     time::Duration,
 };
 
@@ -25,17 +23,22 @@ use crate::{
     cli::TraceOptions,
     event::{Event, StackId, reader::EventReader},
     probe::{ProbePoint, Probes},
-    report::{ReportContext, ReportWriter, Reporter},
+    report::{ReportContext, Reporter, outputs::Outputs},
     symbolize::{Symbolizer, modules::ModuleMap},
     target::{
         Target,
         launch::{ChildEvent, Exit, Stopped},
+        limits::memory_limit,
         maps,
     },
+    verdict::Verdicts,
 };
 
 /// How often the ring buffer is drained when the kernel side has not woken us.
 const DRAIN_EVERY: Duration = Duration::from_millis(100);
+
+/// How often every site's live figures are sampled for the verdicts.
+const VERDICT_TICK: Duration = Duration::from_millis(500);
 
 /// The process to trace, ready for probes.
 pub enum Prepared {
@@ -83,7 +86,16 @@ pub async fn run(prepared: Prepared, options: &TraceOptions) -> anyhow::Result<i
     let brk = if launched { None } else { current_break(pid) };
     let mut agg = Aggregator::new(StackTable::new(Box::new(stacks), modules), launched, brk);
     let mut reporter = Reporter::new(Symbolizer::spawn().context("cannot start the symbolizer thread")?);
-    let mut writer = ReportWriter::new(options.format, open_output(options.output.as_ref())?);
+    let started = std::time::SystemTime::now();
+    let mut outputs = Outputs::open(
+        &options.format,
+        options.output.as_deref(),
+        options.output_dir.as_deref(),
+        pid,
+        started,
+        options.export,
+    )?;
+    let mut verdicts = Verdicts::default();
 
     announce(&target, &points, &probes);
     let start = Instant::now();
@@ -106,6 +118,8 @@ pub async fn run(prepared: Prepared, options: &TraceOptions) -> anyhow::Result<i
     drain_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut report_tick = interval_at(start + options.interval, options.interval);
     report_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut verdict_tick = interval(VERDICT_TICK);
+    verdict_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let deadline = options.duration.map(|d| start + d);
     let mut last_rss = crate::target::rss_bytes(pid);
     let mut exit: Option<Exit> = None;
@@ -118,8 +132,10 @@ pub async fn run(prepared: Prepared, options: &TraceOptions) -> anyhow::Result<i
         min_age_ns: options.min_age.as_nanos() as u64,
         top: options.top,
         rss_bytes: rss,
+        memory_limit: memory_limit(pid),
         kernel: probes.counters(),
     };
+    let elapsed = || (monotonic_ns() - start_ns) as f64 / 1e9;
 
     let stop = loop {
         tokio::select! {
@@ -128,11 +144,16 @@ pub async fn run(prepared: Prepared, options: &TraceOptions) -> anyhow::Result<i
                 drain(&mut reader, &mut agg);
             }
             _ = drain_tick.tick() => drain(&mut reader, &mut agg),
+            _ = verdict_tick.tick() => {
+                drain(&mut reader, &mut agg);
+                last_rss = crate::target::rss_bytes(pid).or(last_rss);
+                judge(&mut verdicts, &mut reporter, &agg, elapsed(), crate::target::rss_bytes(pid)).await;
+            }
             _ = report_tick.tick() => {
                 drain(&mut reader, &mut agg);
                 last_rss = crate::target::rss_bytes(pid).or(last_rss);
-                let report = reporter.build(&agg, &context(false, last_rss, &probes)).await;
-                writer.write(&report).context("cannot write the report")?;
+                let report = reporter.build(&agg, &verdicts, &context(false, last_rss, &probes)).await;
+                outputs.interim(&report).context("cannot write the report")?;
             }
             _ = sigint.recv() => break Stop::Signal(libc::SIGINT),
             _ = sigterm.recv() => break Stop::Signal(libc::SIGTERM),
@@ -161,21 +182,24 @@ pub async fn run(prepared: Prepared, options: &TraceOptions) -> anyhow::Result<i
 
     // Everything the target did before it stopped is in the ring buffer by now.
     drain(&mut reader, &mut agg);
-    if stop != Stop::TargetExited {
-        last_rss = crate::target::rss_bytes(pid).or(last_rss);
+    let rss_now = if stop == Stop::TargetExited { None } else { crate::target::rss_bytes(pid) };
+    last_rss = rss_now.or(last_rss);
+    judge(&mut verdicts, &mut reporter, &agg, elapsed(), rss_now).await;
+    let report = reporter.build(&agg, &verdicts, &context(true, last_rss, &probes)).await;
+    for file in outputs.finish(&report).context("cannot write the final report")? {
+        eprintln!("leaktracer: wrote {}", file.display());
     }
-    let report = reporter.build(&agg, &context(true, last_rss, &probes)).await;
-    writer.write(&report).context("cannot write the final report")?;
-    drop(writer);
+    // With --fail-on-leak, a leak anywhere (not only among the sites shown) decides.
+    let leak_status = (options.fail_on_leak && verdicts.any_leak()).then_some(LEAK_FOUND);
     // Detach only now: the final report is out first.
     drop(reader);
     drop(probes);
 
     let Some(mut supervisor) = supervisor else {
-        return Ok(0);
+        return Ok(leak_status.unwrap_or(0));
     };
     if let Some(exit) = exit {
-        return Ok(exit.status());
+        return Ok(leak_status.unwrap_or(exit.status()));
     }
     // The command runs on (a --duration ended tracing): wait for it, passing on the
     // signal that stopped us unless the terminal already sent it to the whole group.
@@ -186,10 +210,10 @@ pub async fn run(prepared: Prepared, options: &TraceOptions) -> anyhow::Result<i
     loop {
         tokio::select! {
             event = supervisor.events.recv() => match event {
-                Some(ChildEvent::Exited(status)) => return Ok(status.status()),
+                Some(ChildEvent::Exited(status)) => return Ok(leak_status.unwrap_or(status.status())),
                 Some(ChildEvent::ExecFailed(e)) => return Err(e.into()),
                 Some(ChildEvent::Execed | ChildEvent::Exiting) => supervisor.release(),
-                None => return Ok(0),
+                None => return Ok(leak_status.unwrap_or(0)),
             },
             _ = async { sleep_until(pending_signal.expect("guarded").1).await }, if pending_signal.is_some() => {
                 // SAFETY: signalling our own child.
@@ -198,6 +222,17 @@ pub async fn run(prepared: Prepared, options: &TraceOptions) -> anyhow::Result<i
             }
         }
     }
+}
+
+/// The exit status `--fail-on-leak` gives when a leak was found.
+pub const LEAK_FOUND: i32 = 3;
+
+/// Samples every site and judges every (grouped) site on its series so far.
+async fn judge(verdicts: &mut Verdicts, reporter: &mut Reporter, agg: &Aggregator, t: f64, rss: Option<u64>) {
+    verdicts.sample(t, &agg.sites, rss);
+    reporter.identify(agg).await;
+    let groups = reporter.groups();
+    verdicts.evaluate(groups.iter().map(|g| (g.first, g.members.as_slice())));
 }
 
 fn drain(reader: &mut EventReader, agg: &mut Aggregator) {
@@ -223,15 +258,6 @@ fn announce(target: &Target, points: &[ProbePoint], probes: &Probes) {
         target.pid,
         target.exe.display(),
     );
-}
-
-fn open_output(path: Option<&PathBuf>) -> anyhow::Result<Box<dyn Write + Send>> {
-    Ok(match path {
-        Some(path) => Box::new(io::BufWriter::new(
-            File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
-        )),
-        None => Box::new(io::stdout()),
-    })
 }
 
 /// The break of a running process: the end of its `[heap]` mapping.

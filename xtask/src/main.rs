@@ -32,6 +32,9 @@ enum Task {
     /// Set up, build, start the bundled leaky sample and attach to it: a report within
     /// about 20 seconds.
     Demo,
+    /// Run the accuracy corpus (tests/corpus/) one program at a time and print expected
+    /// and reported verdicts, time to the first `leak`, precision and recall.
+    Eval,
     /// Measure tracing costs side by side on an allocation-heavy workload (results go in
     /// BENCHMARKS.md).
     Bench {
@@ -51,6 +54,7 @@ fn main() {
         Task::Test { args } => test(&args),
         Task::Lint => lint(),
         Task::Demo => demo::run(),
+        Task::Eval => eval(),
         Task::Bench { runs, iterations } => bench::run(runs, iterations),
     };
     if let Err(e) = result {
@@ -65,6 +69,15 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     test.args(["test", "--workspace", "--exclude", "tracer-ebpf"]).args(args);
     // The privileged tests must run, not skip.
     test.env("LEAKTRACER_REQUIRE_PRIVILEGED", "1");
+    cmd::run(&mut test)
+}
+
+/// The corpus test, in its evaluation mode: sequential, with the table printed.
+fn eval() -> anyhow::Result<()> {
+    let env = setup::run()?;
+    let mut test = cmd::cargo(&env);
+    test.args(["test", "--package", "leaktracer", "--test", "integration", "corpus", "--", "--nocapture"]);
+    test.env("LEAKTRACER_EVAL", "1").env("LEAKTRACER_REQUIRE_PRIVILEGED", "1");
     cmd::run(&mut test)
 }
 

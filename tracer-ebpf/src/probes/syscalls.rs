@@ -110,19 +110,27 @@ fn event(tid: u32, kind: u32, call: &SyscallCall) -> Event {
     }
 }
 
+/// A stack for memory the program makes; none for the allocator's own arenas (they
+/// belong to no site, and their stacks run through the allocator's pending uretprobe).
+#[inline(always)]
+fn creation_stack(ctx: &TracePointContext, flags: u32) -> u64 {
+    if flags & flags::ALLOCATOR_INTERNAL != 0 { 0 } else { user_stack(ctx) }
+}
+
 #[tracepoint(category = "syscalls", name = "sys_enter_mmap")]
 pub fn lt_mmap_enter(ctx: TracePointContext) -> u32 {
     let Some(tid) = target_thread() else { return 0 };
+    let flags = creation_flags(tid);
     let call = SyscallCall {
         kind: kind::MMAP,
-        flags: creation_flags(tid),
+        flags,
         addr: arg(&ctx, 0),
         len: arg(&ctx, 1),
         prot: arg(&ctx, 2),
         map_flags: arg(&ctx, 3),
         fd: arg(&ctx, 4),
         new_len: 0,
-        stack_id: user_stack(&ctx),
+        stack_id: creation_stack(&ctx, flags),
     };
     remember(tid, &call);
     0
@@ -181,16 +189,17 @@ pub fn lt_munmap_exit(ctx: TracePointContext) -> u32 {
 #[tracepoint(category = "syscalls", name = "sys_enter_mremap")]
 pub fn lt_mremap_enter(ctx: TracePointContext) -> u32 {
     let Some(tid) = target_thread() else { return 0 };
+    let flags = creation_flags(tid);
     let call = SyscallCall {
         kind: kind::MREMAP,
-        flags: creation_flags(tid),
+        flags,
         addr: arg(&ctx, 0),
         len: arg(&ctx, 1),
         new_len: arg(&ctx, 2),
         map_flags: arg(&ctx, 3),
         prot: 0,
         fd: 0,
-        stack_id: user_stack(&ctx),
+        stack_id: creation_stack(&ctx, flags),
     };
     remember(tid, &call);
     0
@@ -218,11 +227,12 @@ pub fn lt_mremap_exit(ctx: TracePointContext) -> u32 {
 pub fn lt_brk_enter(ctx: TracePointContext) -> u32 {
     let Some(tid) = target_thread() else { return 0 };
     let requested = arg(&ctx, 0);
+    let flags = creation_flags(tid);
     // brk(0) only asks where the break is; no stack needed.
-    let stack_id = if requested == 0 { 0 } else { user_stack(&ctx) };
+    let stack_id = if requested == 0 { 0 } else { creation_stack(&ctx, flags) };
     let call = SyscallCall {
         kind: kind::BRK,
-        flags: creation_flags(tid),
+        flags,
         addr: requested,
         len: 0,
         new_len: 0,

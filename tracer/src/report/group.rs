@@ -1,8 +1,10 @@
 //! Sites as reports show them: raw sites (one per distinct stack) whose symbolized stacks
 //! are the same (an unrolled loop calls from several addresses of one source line) are
-//! one site.
+//! one site, identified by its first raw site.
 
-use crate::aggregate::sites::{SiteIdx, Sites};
+use std::collections::HashMap;
+
+use crate::aggregate::sites::SiteIdx;
 
 /// One reported site: raw sites with the same identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -10,42 +12,54 @@ pub struct Group {
     /// The first raw site: the group's stable id and the stack shown.
     pub first: SiteIdx,
     pub members: Vec<SiteIdx>,
-    pub live_count: u64,
-    pub live_bytes: u64,
-    pub allocs: u64,
-    pub frees: u64,
 }
 
-/// Groups raw sites by identity key (`keys[site]`), summing live figures (`live[site]`)
-/// and running totals, and ranks the groups: most live bytes first, then most live
-/// blocks, then oldest. With `top` = 0 every group is kept (nothing live last);
-/// otherwise the `top` groups with something live.
-pub fn group_and_rank(keys: &[u64], live: &[(u64, u64)], sites: &Sites, top: usize) -> Vec<Group> {
-    let mut by_key: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
+/// Groups raw sites by identity key (`keys[site]`), in order of first appearance.
+pub fn group(keys: &[u64]) -> Vec<Group> {
+    let mut by_key: HashMap<u64, usize> = HashMap::new();
     let mut groups: Vec<Group> = Vec::new();
-    for (idx, site) in sites.iter() {
-        let i = *by_key.entry(keys[idx as usize]).or_insert_with(|| {
-            groups.push(Group {
-                first: idx,
-                members: Vec::new(),
-                live_count: 0,
-                live_bytes: 0,
-                allocs: 0,
-                frees: 0,
-            });
+    for (idx, key) in keys.iter().enumerate() {
+        let idx = idx as SiteIdx;
+        let i = *by_key.entry(*key).or_insert_with(|| {
+            groups.push(Group { first: idx, members: Vec::new() });
             groups.len() - 1
         });
-        let g = &mut groups[i];
-        g.members.push(idx);
-        g.live_count += live[idx as usize].0;
-        g.live_bytes += live[idx as usize].1;
-        g.allocs += site.allocs;
-        g.frees += site.frees;
+        groups[i].members.push(idx);
     }
-    if top != 0 {
-        groups.retain(|g| g.live_count > 0);
-    }
-    groups.sort_by_key(|g| (std::cmp::Reverse(g.live_bytes), std::cmp::Reverse(g.live_count), g.first));
+    groups
+}
+
+/// What ranking needs to know of a group.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rank {
+    pub live_count: u64,
+    pub live_bytes: u64,
+    /// Leak suspect (leak or growing), and how strongly: leaks before growing sites.
+    pub suspect: Option<u8>,
+    pub bytes_per_min: f64,
+}
+
+/// Orders groups for a report: leak suspects first (leaks, then growing sites, fastest
+/// growth first), then the rest by live bytes, then live count, then age. With `top` = 0
+/// every group is kept; otherwise the first `top` of those with something live.
+pub fn rank(groups: Vec<(Group, Rank)>, top: usize) -> Vec<(Group, Rank)> {
+    let mut groups: Vec<(Group, Rank)> =
+        groups.into_iter().filter(|(_, r)| top == 0 || r.live_count > 0).collect();
+    groups.sort_by(|(ga, a), (gb, b)| {
+        let suspect = |r: &Rank| r.suspect.unwrap_or(u8::MAX);
+        suspect(a)
+            .cmp(&suspect(b))
+            .then_with(|| {
+                if a.suspect.is_some() {
+                    b.bytes_per_min.total_cmp(&a.bytes_per_min)
+                } else {
+                    std::cmp::Ordering::Equal
+                }
+            })
+            .then(b.live_bytes.cmp(&a.live_bytes))
+            .then(b.live_count.cmp(&a.live_count))
+            .then(ga.first.cmp(&gb.first))
+    });
     if top != 0 {
         groups.truncate(top);
     }
@@ -55,42 +69,42 @@ pub fn group_and_rank(keys: &[u64], live: &[(u64, u64)], sites: &Sites, top: usi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        aggregate::sites::{SiteKey, SiteKind},
-        event::StackId,
-    };
 
-    fn sites(n: u64) -> Sites {
-        let mut sites = Sites::default();
-        for i in 0..n {
-            let s = sites.intern(SiteKey { kind: SiteKind::Heap, stack: Some(StackId(i + 1)), func: 1 });
-            sites.get_mut(s).born(1);
-        }
-        sites
+    fn rank_of(live_count: u64, live_bytes: u64, suspect: Option<u8>, bytes_per_min: f64) -> Rank {
+        Rank { live_count, live_bytes, suspect, bytes_per_min }
     }
 
     #[test]
-    fn same_key_sites_merge_and_rank_by_bytes() {
-        let sites = sites(4);
-        // Sites 0 and 2 share an identity.
-        let keys = [7, 8, 7, 9];
-        let live = [(1, 10), (1, 15), (2, 10), (0, 0)];
-        let groups = group_and_rank(&keys, &live, &sites, 10);
-        assert_eq!(groups.len(), 2, "the site with nothing live is left out");
+    fn same_key_sites_are_one_group_in_order_of_appearance() {
+        let groups = group(&[7, 8, 7, 9]);
+        assert_eq!(groups.len(), 3);
         assert_eq!((groups[0].first, groups[0].members.clone()), (0, vec![0, 2]));
-        assert_eq!((groups[0].live_count, groups[0].live_bytes, groups[0].allocs), (3, 20, 2));
-        assert_eq!(groups[1].first, 1);
-        // top = 1 keeps the largest; top = 0 keeps all, the empty one last.
-        assert_eq!(group_and_rank(&keys, &live, &sites, 1).len(), 1);
-        let all = group_and_rank(&keys, &live, &sites, 0);
-        assert_eq!(all.iter().map(|g| g.first).collect::<Vec<_>>(), [0, 1, 3]);
+        assert_eq!((groups[1].first, groups[2].first), (1, 3));
     }
 
     #[test]
-    fn ties_go_to_more_blocks_then_the_older_site() {
-        let sites = sites(3);
-        let live = [(1, 10), (2, 10), (2, 10)];
-        let groups = group_and_rank(&[1, 2, 3], &live, &sites, 0);
-        assert_eq!(groups.iter().map(|g| g.first).collect::<Vec<_>>(), [1, 2, 0]);
+    fn suspects_first_then_live_bytes() {
+        let g = |first| Group { first, members: vec![first] };
+        let ranked = rank(
+            vec![
+                (g(0), rank_of(5, 5000, None, 0.0)),
+                (g(1), rank_of(1, 10, Some(1), 50.0)),
+                (g(2), rank_of(1, 10, Some(0), 5.0)),
+                (g(3), rank_of(1, 10, Some(0), 500.0)),
+                (g(4), rank_of(0, 0, None, 0.0)),
+                (g(5), rank_of(2, 5000, None, 0.0)),
+            ],
+            10,
+        );
+        let order: Vec<SiteIdx> = ranked.iter().map(|(g, _)| g.first).collect();
+        assert_eq!(order, [3, 2, 1, 0, 5], "nothing live is left out");
+        assert_eq!(rank(ranked.clone(), 2).len(), 2);
+    }
+
+    #[test]
+    fn top_zero_keeps_everything() {
+        let g = |first| Group { first, members: vec![first] };
+        let ranked = rank(vec![(g(0), rank_of(0, 0, None, 0.0)), (g(1), rank_of(3, 30, None, 0.0))], 0);
+        assert_eq!(ranked.iter().map(|(g, _)| g.first).collect::<Vec<_>>(), [1, 0]);
     }
 }

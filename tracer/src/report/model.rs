@@ -22,6 +22,21 @@ pub struct Report {
     /// Sites seen, and sites with memory outstanding.
     pub totals: SiteTotals,
     pub sites: Vec<SiteReport>,
+    /// The files the frames' code is in: where each was mapped, and its build id.
+    #[serde(default)]
+    pub modules: Vec<ModuleInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleInfo {
+    pub path: String,
+    /// The executable mapping: runtime start and end addresses, and the file offset at
+    /// the start.
+    pub start: u64,
+    pub end: u64,
+    pub file_offset: u64,
+    /// GNU build id, hex.
+    pub build_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,7 +48,7 @@ pub struct TargetInfo {
     pub runtime: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProcessInfo {
     /// Resident set size (the last one read, if the process is gone).
     pub rss_bytes: Option<u64>,
@@ -47,6 +62,17 @@ pub struct ProcessInfo {
     pub allocator_reserved_bytes: u64,
     /// Libraries mapped by the dynamic loader while traced.
     pub loader_mapped_bytes: u64,
+    /// Current RSS growth (robust slope over the last third of the samples).
+    #[serde(default)]
+    pub rss_bytes_per_min: Option<f64>,
+    /// The memory limit that applies: the cgroup's, else RAM.
+    #[serde(default)]
+    pub memory_limit_bytes: Option<u64>,
+    #[serde(default)]
+    pub memory_limit_source: Option<String>,
+    /// Seconds until RSS reaches the limit at its current growth; `null` if not growing.
+    #[serde(default)]
+    pub limit_eta_s: Option<f64>,
 }
 
 /// What the report could not see. Every field counts something that makes the figures
@@ -94,11 +120,27 @@ pub struct SiteReport {
     /// For mmap sites: `anonymous` or `file`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backing: Option<String>,
-    /// Growth verdict; `unknown` until verdicts are computed.
+    /// `leak`, `growing`, `plateau`, `cyclic`, `shrinking`, `stable` (or `unknown`
+    /// before the first verdict).
     pub verdict: String,
+    /// How sure the verdict is, 0 to 1.
+    #[serde(default)]
+    pub confidence: f64,
+    /// Current growth of live blocks and bytes (robust slope over the last third of the
+    /// window), per minute.
+    #[serde(default)]
+    pub count_per_min: f64,
+    #[serde(default)]
+    pub bytes_per_min: f64,
+    /// Seconds after the start of tracing at which the site was first called `leak`.
+    #[serde(default)]
+    pub first_leak_s: Option<f64>,
     pub live_count: u64,
     pub live_bytes: u64,
     pub allocs: u64,
+    /// Bytes allocated since tracing started.
+    #[serde(default)]
+    pub alloc_bytes: u64,
     pub frees: u64,
     pub age_s: AgeReport,
     /// The stack was cut at the depth limit (or could not be read).

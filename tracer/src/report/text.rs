@@ -1,10 +1,11 @@
-//! The human-readable report: what an on-call engineer reads first.
+//! The human-readable report: what an on-call engineer reads first. Leak suspects come
+//! first; other sites only with `--all`.
 
 use std::io::{self, Write};
 
 use super::model::{Report, SiteReport};
 
-pub fn render(report: &Report, out: &mut dyn Write) -> io::Result<()> {
+pub fn render(report: &Report, all: bool, out: &mut dyn Write) -> io::Result<()> {
     let t = &report.target;
     writeln!(
         out,
@@ -25,6 +26,7 @@ pub fn render(report: &Report, out: &mut dyn Write) -> io::Result<()> {
         bytes(p.mapped_live_bytes),
         bytes(p.allocator_reserved_bytes),
     )?;
+    writeln!(out, "memory: {}", memory_outlook(report))?;
     let c = &report.coverage;
     let mut missed = Vec::new();
     for (n, what) in [
@@ -47,22 +49,43 @@ pub fn render(report: &Report, out: &mut dyn Write) -> io::Result<()> {
         c.events,
         if missed.is_empty() { ", nothing missed".to_string() } else { format!("; {}", missed.join(", ")) }
     )?;
+    let suspects = report.sites.iter().filter(|s| matches!(s.verdict.as_str(), "leak" | "growing")).count();
+    let shown: Vec<&SiteReport> =
+        report.sites.iter().filter(|s| all || matches!(s.verdict.as_str(), "leak" | "growing")).collect();
     writeln!(
         out,
-        "sites: {} seen, {} with memory outstanding{}",
+        "sites: {} seen, {} with memory outstanding, {suspects} growing{}",
         report.totals.sites,
         report.totals.live_sites,
-        if report.sites.is_empty() {
+        if all || report.totals.live_sites as usize <= suspects {
             String::new()
         } else {
-            format!("; {} shown, largest first", report.sites.len())
-        }
+            "; --all shows the others".to_string()
+        },
     )?;
-    for (i, site) in report.sites.iter().enumerate() {
+    for (i, site) in shown.iter().enumerate() {
         writeln!(out)?;
         render_site(i + 1, site, out)?;
     }
     writeln!(out)
+}
+
+/// "at +81.0 MiB/min, the 4.0 GiB limit (RAM) is reached in about 37 min"
+fn memory_outlook(report: &Report) -> String {
+    let p = &report.process;
+    let limit = match (p.memory_limit_bytes, &p.memory_limit_source) {
+        (Some(b), Some(source)) => format!("the {} limit ({source})", bytes(b)),
+        (Some(b), None) => format!("the {} limit", bytes(b)),
+        _ => "the memory limit".to_string(),
+    };
+    match (p.rss_bytes_per_min, p.limit_eta_s) {
+        (Some(rate), Some(eta)) => {
+            format!("at +{}/min, {limit} is reached in about {}", bytes(rate as u64), duration(eta))
+        }
+        (Some(rate), None) if rate > 0.0 => format!("RSS growing at +{}/min; {limit}", bytes(rate as u64)),
+        (Some(_), None) => format!("RSS not growing; {limit}"),
+        _ => format!("too early to tell the trend; {limit}"),
+    }
 }
 
 fn render_site(rank: usize, s: &SiteReport, out: &mut dyn Write) -> io::Result<()> {
@@ -70,10 +93,18 @@ fn render_site(rank: usize, s: &SiteReport, out: &mut dyn Write) -> io::Result<(
         Some(backing) => format!("{} ({backing})", s.allocator),
         None => s.allocator.clone(),
     };
+    let growth = if s.bytes_per_min > 0.0 || s.count_per_min > 0.0 {
+        format!(" at +{}/min ({:+.0} blocks/min)", bytes(s.bytes_per_min.max(0.0) as u64), s.count_per_min)
+    } else {
+        String::new()
+    };
+    let since = s.first_leak_s.map(|t| format!(", a leak since {t:.0} s")).unwrap_or_default();
     writeln!(
         out,
-        "#{rank} [{}] {} via {via}: {} live in {} (allocated {}, freed {}), age p50 {:.1}s p99 {:.1}s max {:.1}s, verdict {}",
+        "#{rank} [{}] {} (confidence {:.2}{since}){growth}: {} via {via}, {} live in {} (allocated {}, freed {}), age p50 {:.1}s p99 {:.1}s max {:.1}s",
         s.id,
+        s.verdict.to_uppercase(),
+        s.confidence,
         s.kind,
         bytes(s.live_bytes),
         plural(s.live_count, "block"),
@@ -82,7 +113,6 @@ fn render_site(rank: usize, s: &SiteReport, out: &mut dyn Write) -> io::Result<(
         s.age_s.p50,
         s.age_s.p99,
         s.age_s.max,
-        s.verdict,
     )?;
     if s.frames.is_empty() {
         writeln!(out, "    (no stack)")?;
@@ -122,6 +152,17 @@ pub fn bytes(n: u64) -> String {
     format!("{value:.1} {}", UNITS[unit])
 }
 
+/// A rough duration: "45 s", "37 min", "2 h 10 min", "3 days".
+pub fn duration(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match s {
+        0..=89 => format!("{s} s"),
+        90..=5399 => format!("{} min", (s + 30) / 60),
+        5400..=172_799 => format!("{} h {} min", s / 3600, (s % 3600 + 30) / 60),
+        _ => format!("{} days", (s + 43_200) / 86_400),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,5 +173,13 @@ mod tests {
         assert_eq!(bytes(1023), "1023 B");
         assert_eq!(bytes(1536), "1.5 KiB");
         assert_eq!(bytes(80 << 20), "80.0 MiB");
+    }
+
+    #[test]
+    fn durations_are_rough() {
+        assert_eq!(duration(45.2), "45 s");
+        assert_eq!(duration(37.0 * 60.0 + 10.0), "37 min");
+        assert_eq!(duration(2.0 * 3600.0 + 600.0), "2 h 10 min");
+        assert_eq!(duration(3.0 * 86_400.0), "3 days");
     }
 }

@@ -72,6 +72,7 @@ impl Drop for Symbolizer {
 pub struct ResolvedFrame {
     pub symbol: SymFrame,
     pub module: Option<String>,
+    pub module_idx: Option<ModuleIdx>,
     pub addr: u64,
 }
 
@@ -126,9 +127,15 @@ impl Symbols {
                 Some(symbols) => out.extend(symbols.iter().map(|symbol| ResolvedFrame {
                     symbol: symbol.clone(),
                     module: module.clone(),
+                    module_idx,
                     addr: frame.addr,
                 })),
-                None => out.push(ResolvedFrame { symbol: SymFrame::default(), module, addr: frame.addr }),
+                None => out.push(ResolvedFrame {
+                    symbol: SymFrame::default(),
+                    module,
+                    module_idx,
+                    addr: frame.addr,
+                }),
             }
         }
         out

@@ -26,10 +26,25 @@ pub struct Module {
     /// The dynamic loader (ld.so): its mappings are libraries being loaded, not
     /// allocations.
     pub is_loader: bool,
+    /// Its first executable mapping seen: (start, end, file offset).
+    pub mapping: (u64, u64, u64),
     file: Option<File>,
+    build_id: std::sync::OnceLock<Option<String>>,
 }
 
 impl Module {
+    /// The GNU build id, hex (read once, through the kept descriptor).
+    pub fn build_id(&self) -> Option<&str> {
+        self.build_id
+            .get_or_init(|| {
+                use object::Object as _;
+                let data = std::fs::read(self.symbol_path()).ok()?;
+                let id = object::File::parse(&*data).ok()?.build_id().ok()??;
+                Some(id.iter().map(|b| format!("{b:02x}")).collect())
+            })
+            .as_deref()
+    }
+
     /// A path the symbolizer can open, now and after the target exits.
     pub fn symbol_path(&self) -> PathBuf {
         match &self.file {
@@ -152,7 +167,13 @@ impl ModuleMap {
         let is_loader =
             name.starts_with("ld-linux") || name.starts_with("ld-musl") || name.starts_with("ld.so");
         let idx = self.modules.len() as ModuleIdx;
-        self.modules.push(Module { path: display.clone(), is_loader, file });
+        self.modules.push(Module {
+            path: display.clone(),
+            is_loader,
+            mapping: (entry.start, entry.end, entry.offset),
+            file,
+            build_id: std::sync::OnceLock::new(),
+        });
         self.by_path.insert(display, idx);
         idx
     }

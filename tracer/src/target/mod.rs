@@ -1,6 +1,7 @@
 //! The traced process: finding out what it is, starting it (`run`), and watching it.
 
 pub mod launch;
+pub mod limits;
 pub mod maps;
 pub mod privileges;
 

@@ -1,0 +1,159 @@
+//! Profiling-session outputs, checked with the tools that read them: go tool pprof for
+//! pprof, inferno for folded stacks, an XML parser for the SVG; `render` must reproduce
+//! from the saved JSON exactly what was written live.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use crate::harness::*;
+
+/// Traces the unseen fixture, writing every format into a fresh directory; returns the
+/// directory and the files by extension.
+fn session(dir_name: &str, extra: &[&str]) -> (PathBuf, Vec<PathBuf>) {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(dir_name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut fixture = Fixture::start(&fixture("unseen.c"));
+    let mut args =
+        vec!["--format", "text,json,folded,svg,pprof", "--top", "0", "--interval", "1h", "--output-dir"];
+    let dir_text = dir.to_str().unwrap().to_string();
+    args.push(&dir_text);
+    args.extend_from_slice(extra);
+    let mut cmd = Command::new(LEAKTRACER);
+    cmd.args(["attach", "--pid", &fixture.pid().to_string()]).args(&args);
+    let tracer = Tracer::start(cmd);
+    fixture.go();
+    let run = tracer.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+    fixture.finish();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    (dir, files)
+}
+
+fn with_ext<'a>(files: &'a [PathBuf], ext: &str) -> &'a Path {
+    files
+        .iter()
+        .find(|f| f.to_string_lossy().ends_with(ext))
+        .unwrap_or_else(|| panic!("no .{ext} in {files:?}"))
+}
+
+/// `go tool pprof`, which Go's packages install with it.
+fn go_pprof(args: &[&str]) -> String {
+    let out = Command::new("go")
+        .args(["tool", "pprof"])
+        .args(args)
+        .env("HOME", env!("CARGO_TARGET_TMPDIR"))
+        .env("PPROF_TMPDIR", env!("CARGO_TARGET_TMPDIR"))
+        .output()
+        .expect("go (Debian's golang-go, installed by cargo xtask setup) reads the profiles");
+    assert!(out.status.success(), "go tool pprof {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn a_session_leaves_files_the_usual_tools_open() {
+    let Some(_kernel) = privileged("a_session_leaves_files_the_usual_tools_open") else { return };
+    let (_dir, files) = session("formats", &[]);
+    let names: Vec<String> =
+        files.iter().map(|f| f.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    assert_eq!(names.len(), 5, "{names:?}");
+    for (name, ext) in names.iter().zip(["folded", "ndjson", "pb.gz", "svg", "txt"]) {
+        assert!(name.starts_with("leaktracer-") && name.ends_with(&format!(".{ext}")), "{name}");
+    }
+
+    // pprof: both readers, and the top entry is the largest leak with its bytes.
+    let pprof = with_ext(&files, "pb.gz").to_str().unwrap();
+    let raw = go_pprof(&["-raw", pprof]);
+    assert!(raw.contains("inuse_space/bytes[dflt]"), "{raw}");
+    let top = go_pprof(&["-top", "-unit=B", "-symbolize=none", pprof]);
+    let first = top
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("flat"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("{top}"));
+    // calloc(n % 4 + 1, 24) for 40 rounds: 2400 bytes at index_terms.
+    assert!(first.contains("index_terms"), "{top}");
+    assert!(first.trim_start().starts_with("2400B"), "{top}");
+    let objects = go_pprof(&["-top", "-inuse_objects", "-symbolize=none", pprof]);
+    assert!(objects.contains("remember_session"), "{objects}");
+
+    // Folded: exactly the snapshot, and inferno draws it.
+    let folded = std::fs::read_to_string(with_ext(&files, "folded")).unwrap();
+    let snapshot = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/snapshots/unseen.folded");
+    if std::env::var_os("LEAKTRACER_BLESS").is_some() {
+        std::fs::write(&snapshot, &folded).unwrap();
+    }
+    assert_eq!(
+        folded,
+        std::fs::read_to_string(&snapshot).unwrap(),
+        "folded output differs from {}",
+        snapshot.display()
+    );
+    let mut svg = Vec::new();
+    inferno::flamegraph::from_lines(&mut inferno::flamegraph::Options::default(), folded.lines(), &mut svg)
+        .unwrap();
+
+    // SVG: well-formed XML naming the leaking functions.
+    let svg = std::fs::read_to_string(with_ext(&files, "svg")).unwrap();
+    assert!(svg.contains("remember_session") && svg.contains("index_terms"));
+    let mut reader = quick_xml::Reader::from_str(&svg);
+    let mut elements = 0;
+    loop {
+        match reader.read_event() {
+            Ok(quick_xml::events::Event::Eof) => break,
+            Ok(quick_xml::events::Event::Start(_)) => elements += 1,
+            Ok(_) => {}
+            Err(e) => panic!("the SVG is not well-formed XML: {e}"),
+        }
+    }
+    assert!(elements > 10);
+
+    // render reproduces the live files from the saved JSON, byte for byte.
+    let ndjson = with_ext(&files, "ndjson");
+    for (format, ext) in [("folded", "folded"), ("pprof", "pb.gz"), ("svg", "svg"), ("text", "txt")] {
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("rendered.{ext}"));
+        let status = Command::new(LEAKTRACER)
+            .args(["render", ndjson.to_str().unwrap(), "--format", format, "--output", out.to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let live = std::fs::read(with_ext(&files, ext)).unwrap();
+        let rendered = std::fs::read(&out).unwrap();
+        if format == "text" {
+            // The text file has the interim reports too; the rendered one is the last.
+            assert!(live.ends_with(&rendered), "rendered text is the final report");
+        } else {
+            assert_eq!(rendered, live, "render --format {format} reproduces the live file");
+        }
+    }
+}
+
+#[test]
+fn weights_and_only_leaks() {
+    let Some(_kernel) = privileged("weights_and_only_leaks") else { return };
+    let (_dir, files) = session("formats-count", &["--weight", "count"]);
+    let folded = std::fs::read_to_string(with_ext(&files, "folded")).unwrap();
+    let values: Vec<u64> = folded.lines().map(|l| l.rsplit(' ').next().unwrap().parse().unwrap()).collect();
+    assert_eq!(values.iter().sum::<u64>(), 80, "40 sessions and 40 term lists:\n{folded}");
+    // Nothing is judged a leak in a run this short: --only-leaks leaves nothing.
+    let ndjson = with_ext(&files, "ndjson");
+    let out = Command::new(LEAKTRACER)
+        .args(["render", ndjson.to_str().unwrap(), "--format", "folded", "--only-leaks"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "");
+}
+
+#[test]
+fn render_refuses_what_is_not_a_report() {
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("not-a-report.ndjson");
+    std::fs::write(&path, "hello\n").unwrap();
+    let out = Command::new(LEAKTRACER).args(["render", path.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("holds no leaktracer JSON report"), "{stderr}");
+}

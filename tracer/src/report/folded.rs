@@ -1,0 +1,142 @@
+//! Folded stacks (Brendan Gregg's format, read by flamegraph.pl, inferno and Pyroscope):
+//! one line per stack, root first, `frame;frame;frame value`.
+//!
+//! The value is live bytes (or live blocks with `--weight count`). Frame names never hold
+//! `;` (it separates frames) nor whitespace (the value follows the last space): `;`
+//! becomes `:` and whitespace `_`. A frame without a name is `[module@address]`. Lines
+//! are sorted and identical stacks summed, so the output is the same for the same report.
+
+use std::collections::BTreeMap;
+
+use super::model::{FrameReport, Report, SiteReport};
+use crate::cli::Weight;
+
+/// The sites of a report that go into flame graphs and profiles.
+pub fn exported_sites(report: &Report, only_leaks: bool) -> impl Iterator<Item = &SiteReport> {
+    report.sites.iter().filter(move |s| !only_leaks || s.verdict == "leak")
+}
+
+pub fn folded(report: &Report, weight: Weight, only_leaks: bool) -> String {
+    let mut lines: BTreeMap<String, u64> = BTreeMap::new();
+    for site in exported_sites(report, only_leaks) {
+        let value = match weight {
+            Weight::Bytes => site.live_bytes,
+            Weight::Count => site.live_count,
+        };
+        if value == 0 {
+            continue;
+        }
+        let stack: Vec<String> = site.frames.iter().rev().map(frame_name).collect();
+        let stack = if stack.is_empty() { "[no stack]".to_string() } else { stack.join(";") };
+        *lines.entry(stack).or_default() += value;
+    }
+    lines.into_iter().map(|(stack, value)| format!("{stack} {value}\n")).collect()
+}
+
+fn frame_name(frame: &FrameReport) -> String {
+    let name = match &frame.function {
+        Some(function) => function.clone(),
+        None => {
+            let module = frame.module.as_deref().map_or("?", |m| m.rsplit('/').next().unwrap_or(m));
+            format!("[{module}@{}]", frame.address)
+        }
+    };
+    name.chars()
+        .map(|c| match c {
+            ';' => ':',
+            c if c.is_whitespace() => '_',
+            c => c,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::report::model::*;
+
+    pub(crate) fn site(
+        id: &str,
+        verdict: &str,
+        live: (u64, u64),
+        frames: &[(Option<&str>, &str)],
+    ) -> SiteReport {
+        SiteReport {
+            id: id.into(),
+            kind: "heap".into(),
+            allocator: "malloc".into(),
+            backing: None,
+            verdict: verdict.into(),
+            confidence: 1.0,
+            count_per_min: 0.0,
+            bytes_per_min: 0.0,
+            first_leak_s: None,
+            live_count: live.0,
+            live_bytes: live.1,
+            allocs: live.0,
+            alloc_bytes: live.1,
+            frees: 0,
+            age_s: AgeReport::default(),
+            stack_truncated: false,
+            frames: frames
+                .iter()
+                .map(|(f, a)| FrameReport {
+                    function: f.map(str::to_string),
+                    file: None,
+                    line: None,
+                    module: Some("/usr/bin/app".into()),
+                    address: (*a).into(),
+                })
+                .collect(),
+        }
+    }
+
+    pub(crate) fn report(sites: Vec<SiteReport>) -> Report {
+        Report {
+            schema: SCHEMA.into(),
+            is_final: true,
+            time: "2026-11-27T12:00:00Z".into(),
+            elapsed_s: 10.0,
+            target: TargetInfo {
+                pid: 1,
+                exe: "/usr/bin/app".into(),
+                cmdline: vec![],
+                runtime: "native".into(),
+            },
+            process: ProcessInfo {
+                rss_bytes: None,
+                heap_live_bytes: 0,
+                heap_live_blocks: 0,
+                mapped_live_bytes: 0,
+                allocator_reserved_bytes: 0,
+                loader_mapped_bytes: 0,
+                rss_bytes_per_min: None,
+                memory_limit_bytes: None,
+                memory_limit_source: None,
+                limit_eta_s: None,
+            },
+            coverage: CoverageInfo::default(),
+            totals: SiteTotals::default(),
+            modules: vec![ModuleInfo {
+                path: "/usr/bin/app".into(),
+                start: 0x1000,
+                end: 0x9000,
+                file_offset: 0,
+                build_id: Some("abcd".into()),
+            }],
+            sites,
+        }
+    }
+
+    #[test]
+    fn root_first_sorted_summed_and_safe() {
+        let r = report(vec![
+            site("s1", "leak", (2, 200), &[(Some("alloc one"), "0x1010"), (Some("main"), "0x1100")]),
+            site("s2", "stable", (1, 50), &[(Some("b;c"), "0x1020"), (None, "0x1200")]),
+            site("s3", "leak", (1, 30), &[(Some("alloc one"), "0x1011"), (Some("main"), "0x1101")]),
+            site("s4", "stable", (0, 0), &[(Some("freed"), "0x1030")]),
+        ]);
+        assert_eq!(folded(&r, Weight::Bytes, false), "[app@0x1200];b:c 50\nmain;alloc_one 230\n");
+        assert_eq!(folded(&r, Weight::Count, true), "main;alloc_one 3\n");
+    }
+}

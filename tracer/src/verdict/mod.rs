@@ -1,0 +1,147 @@
+//! Growth verdicts: every site's live figures are sampled on a fixed tick; each site (as
+//! reports group them) gets a verdict, a confidence and its current growth rates, and the
+//! process its memory limit and the time left until it is reached.
+
+pub mod classify;
+pub mod series;
+pub mod trend;
+
+use std::collections::HashMap;
+
+pub use self::classify::{Assessment, Verdict};
+use self::{classify::assess, series::SeriesStore, trend::theil_sen};
+use crate::aggregate::sites::{SiteIdx, Sites};
+
+/// Samples kept per series (then the resolution halves).
+const SERIES_CAPACITY: usize = 240;
+
+/// A site's verdict, as reported.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SiteVerdict {
+    pub verdict: Verdict,
+    pub confidence: f64,
+    pub count_per_min: f64,
+    pub bytes_per_min: f64,
+    /// Seconds after the start of tracing at which the site was first called a leak.
+    pub first_leak_s: Option<f64>,
+}
+
+pub struct Verdicts {
+    series: SeriesStore,
+    /// By the group's first raw site (its id).
+    latest: HashMap<SiteIdx, SiteVerdict>,
+    first_leak: HashMap<SiteIdx, f64>,
+}
+
+impl Default for Verdicts {
+    fn default() -> Self {
+        Self { series: SeriesStore::new(SERIES_CAPACITY), latest: HashMap::new(), first_leak: HashMap::new() }
+    }
+}
+
+impl Verdicts {
+    /// Records every site's live figures, and the RSS, at `t` seconds.
+    pub fn sample(&mut self, t: f64, sites: &Sites, rss: Option<u64>) {
+        self.series.sample(t, sites, rss);
+    }
+
+    /// Judges every group of sites (`(id, members)`) on its series so far.
+    pub fn evaluate<'a>(&mut self, groups: impl Iterator<Item = (SiteIdx, &'a [SiteIdx])>) {
+        let now = self.series.times().last().copied().unwrap_or(0.0);
+        for (id, members) in groups {
+            let (t, counts, bytes) = self.series.group(members);
+            let by_bytes = assess(&t, &bytes);
+            let by_count = assess(&t, &counts);
+            let (verdict, confidence) = combine(by_bytes, by_count);
+            if verdict == Verdict::Leak {
+                self.first_leak.entry(id).or_insert(now);
+            }
+            self.latest.insert(
+                id,
+                SiteVerdict {
+                    verdict,
+                    confidence,
+                    count_per_min: by_count.per_min,
+                    bytes_per_min: by_bytes.per_min,
+                    first_leak_s: self.first_leak.get(&id).copied(),
+                },
+            );
+        }
+    }
+
+    /// Whether any site is judged a leak now.
+    pub fn any_leak(&self) -> bool {
+        self.latest.values().any(|v| v.verdict == Verdict::Leak)
+    }
+
+    /// The verdict of the group whose id (first raw site) is `id`.
+    pub fn get(&self, id: SiteIdx) -> Option<&SiteVerdict> {
+        self.latest.get(&id)
+    }
+
+    /// Current RSS growth, bytes per second (Theil-Sen over the last third of the
+    /// samples), when there are enough samples to say.
+    pub fn rss_growth(&self) -> Option<f64> {
+        let (t, rss) = self.series.rss();
+        if t.len() < 6 {
+            return None;
+        }
+        let tail = (t.len() / 3).max(6).min(t.len());
+        Some(theil_sen(&t[t.len() - tail..], &rss[rss.len() - tail..]))
+    }
+}
+
+/// One verdict from the bytes and the counts: a leak in either is a leak; otherwise the
+/// bytes speak, unless they are stable and the counts are not.
+fn combine(bytes: Assessment, count: Assessment) -> (Verdict, f64) {
+    let leak = [bytes, count].into_iter().filter(|a| a.verdict == Verdict::Leak);
+    if let Some(best) = leak.max_by(|a, b| a.confidence.total_cmp(&b.confidence)) {
+        return (Verdict::Leak, best.confidence);
+    }
+    if bytes.verdict == Verdict::Stable && count.verdict != Verdict::Stable {
+        return (count.verdict, count.confidence);
+    }
+    (bytes.verdict, bytes.confidence)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        aggregate::sites::{SiteKey, SiteKind},
+        event::StackId,
+    };
+
+    #[test]
+    fn a_leak_is_remembered_from_when_it_was_first_seen() {
+        let mut sites = Sites::default();
+        let leak = sites.intern(SiteKey { kind: SiteKind::Heap, stack: Some(StackId(1)), func: 1 });
+        let flat = sites.intern(SiteKey { kind: SiteKind::Heap, stack: Some(StackId(2)), func: 1 });
+        sites.get_mut(flat).born(100);
+        let mut verdicts = Verdicts::default();
+        for tick in 0..40 {
+            sites.get_mut(leak).born(64);
+            verdicts.sample(f64::from(tick) * 0.5, &sites, Some(1_000_000 + 4096 * u64::from(tick as u32)));
+            verdicts.evaluate([(leak, &[leak][..]), (flat, &[flat][..])].into_iter());
+        }
+        let v = verdicts.get(leak).unwrap();
+        assert_eq!(v.verdict, Verdict::Leak);
+        // Twenty samples at half a second: a leak from 9.5 s on.
+        assert_eq!(v.first_leak_s, Some(9.5), "{v:?}");
+        assert!((v.bytes_per_min - 64.0 * 120.0).abs() < 1e-6);
+        assert!((v.count_per_min - 120.0).abs() < 1e-6);
+        assert_eq!(verdicts.get(flat).unwrap().verdict, Verdict::Stable);
+        assert_eq!(verdicts.get(flat).unwrap().first_leak_s, None);
+        assert!((verdicts.rss_growth().unwrap() - 8192.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_realloc_grown_buffer_leaks_in_bytes_with_one_block() {
+        let bytes = Assessment { verdict: Verdict::Leak, confidence: 0.9, per_min: 10.0 };
+        let count = Assessment { verdict: Verdict::Stable, confidence: 1.0, per_min: 0.0 };
+        assert_eq!(combine(bytes, count), (Verdict::Leak, 0.9));
+        let cyclic = Assessment { verdict: Verdict::Cyclic, confidence: 0.8, per_min: 0.0 };
+        assert_eq!(combine(cyclic, count).0, Verdict::Cyclic);
+        assert_eq!(combine(count, cyclic).0, Verdict::Cyclic);
+    }
+}

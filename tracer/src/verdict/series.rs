@@ -1,0 +1,150 @@
+//! Time series of every site's live figures, sampled on a fixed tick. Memory stays
+//! bounded however long the run: when the series fill up, every other sample is dropped
+//! and the resolution halves.
+
+use crate::aggregate::sites::{SiteIdx, Sites};
+
+#[derive(Debug, Default, Clone)]
+struct SiteSeries {
+    /// Index in `times` of this site's first sample (it did not exist before).
+    start: usize,
+    counts: Vec<u64>,
+    bytes: Vec<u64>,
+}
+
+#[derive(Debug)]
+pub struct SeriesStore {
+    capacity: usize,
+    /// Seconds since tracing started.
+    times: Vec<f64>,
+    /// Resident set size of the process, NaN when unknown.
+    rss: Vec<f64>,
+    sites: Vec<SiteSeries>,
+}
+
+impl SeriesStore {
+    /// `capacity`: samples kept per series (at least 8).
+    pub fn new(capacity: usize) -> Self {
+        Self { capacity: capacity.max(8), times: Vec::new(), rss: Vec::new(), sites: Vec::new() }
+    }
+
+    /// Takes one sample of every site's running figures at `t`.
+    pub fn sample(&mut self, t: f64, sites: &Sites, rss: Option<u64>) {
+        if self.times.len() == self.capacity {
+            self.halve();
+        }
+        let index = self.times.len();
+        self.times.push(t);
+        self.rss.push(rss.map_or(f64::NAN, |r| r as f64));
+        self.sites.resize_with(sites.len(), || SiteSeries { start: index, ..SiteSeries::default() });
+        for (idx, site) in sites.iter() {
+            let series = &mut self.sites[idx as usize];
+            series.counts.push(site.live_count);
+            series.bytes.push(site.live_bytes);
+        }
+    }
+
+    /// Keeps every other sample (those at even indexes), everywhere alike.
+    fn halve(&mut self) {
+        let even = |v: &mut Vec<f64>| *v = v.iter().copied().step_by(2).collect();
+        even(&mut self.times);
+        even(&mut self.rss);
+        for s in &mut self.sites {
+            // Local index i is global start + i; keep the even global ones.
+            let skip = s.start % 2;
+            s.counts = s.counts.iter().copied().skip(skip).step_by(2).collect();
+            s.bytes = s.bytes.iter().copied().skip(skip).step_by(2).collect();
+            s.start = s.start.div_ceil(2);
+        }
+    }
+
+    pub fn times(&self) -> &[f64] {
+        &self.times
+    }
+
+    /// The summed (counts, bytes) series of a group of sites, from the first sample of
+    /// its oldest member, with the times they were taken at.
+    pub fn group(&self, members: &[SiteIdx]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let series: Vec<&SiteSeries> = members.iter().filter_map(|&m| self.sites.get(m as usize)).collect();
+        let Some(start) = series.iter().map(|s| s.start).min() else {
+            return (Vec::new(), Vec::new(), Vec::new());
+        };
+        let len = self.times.len() - start;
+        let (mut counts, mut bytes) = (vec![0.0; len], vec![0.0; len]);
+        for s in series {
+            let offset = s.start - start;
+            for (i, (c, b)) in s.counts.iter().zip(&s.bytes).enumerate() {
+                counts[offset + i] += *c as f64;
+                bytes[offset + i] += *b as f64;
+            }
+        }
+        (self.times[start..].to_vec(), counts, bytes)
+    }
+
+    /// RSS samples that are known, with their times.
+    pub fn rss(&self) -> (Vec<f64>, Vec<f64>) {
+        self.times.iter().zip(&self.rss).filter(|(_, r)| !r.is_nan()).map(|(t, r)| (*t, *r)).unzip()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        aggregate::sites::{SiteKey, SiteKind},
+        event::StackId,
+    };
+
+    fn key(i: u64) -> SiteKey {
+        SiteKey { kind: SiteKind::Heap, stack: Some(StackId(i)), func: 1 }
+    }
+
+    #[test]
+    fn sites_born_later_start_later_and_groups_sum() {
+        let mut sites = Sites::default();
+        let mut store = SeriesStore::new(100);
+        let a = sites.intern(key(1));
+        for t in 0..3 {
+            sites.get_mut(a).born(10);
+            store.sample(f64::from(t), &sites, Some(100));
+        }
+        let b = sites.intern(key(2));
+        sites.get_mut(b).born(5);
+        store.sample(3.0, &sites, None);
+        let (t, counts, bytes) = store.group(&[a, b]);
+        assert_eq!(t, [0.0, 1.0, 2.0, 3.0]);
+        assert_eq!(counts, [1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(bytes, [10.0, 20.0, 30.0, 35.0]);
+        assert_eq!(store.group(&[b]), (vec![3.0], vec![1.0], vec![5.0]));
+        assert_eq!(store.rss(), (vec![0.0, 1.0, 2.0], vec![100.0; 3]));
+    }
+
+    #[test]
+    fn memory_is_bounded_and_alignment_survives_halving() {
+        let mut sites = Sites::default();
+        let mut store = SeriesStore::new(16);
+        let a = sites.intern(key(1));
+        let mut b = None;
+        for t in 0..1000u32 {
+            if t == 7 {
+                b = Some(sites.intern(key(2)));
+            }
+            sites.get_mut(a).born(1);
+            if let Some(b) = b {
+                sites.get_mut(b).born(2);
+            }
+            store.sample(f64::from(t), &sites, None);
+            assert!(store.times().len() <= 16);
+        }
+        // Every sample still says live count = t + 1 for a, and 2 * (t - 6) bytes for b.
+        let (t, counts, _) = store.group(&[a]);
+        for (t, c) in t.iter().zip(&counts) {
+            assert_eq!(*c, t + 1.0);
+        }
+        let (t, _, bytes) = store.group(&[b.unwrap()]);
+        assert!(t[0] >= 7.0);
+        for (t, v) in t.iter().zip(&bytes) {
+            assert_eq!(*v, 2.0 * (t - 6.0));
+        }
+    }
+}
