@@ -5,11 +5,18 @@
  * allocates another through malloc, calloc or realloc, of a size between 16 and 4096
  * bytes; one block in LEAK_EVERY is never freed (a small deliberate leak). Calls come
  * through a few levels of functions, as in real code. Prints one line:
- * "calls N elapsed_ns T". */
+ * "calls N elapsed_ns T".
+ *
+ * Other modes, for the other benchmarks: "ITER hold N" allocates N blocks of 32 bytes,
+ * keeps them and exits; "ITER threads N" starts N threads that sleep, prints "ready" and
+ * sleeps until killed. */
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define SLOTS 4096
 #define LEAK_EVERY 1000
@@ -55,8 +62,32 @@ __attribute__((noinline)) static void round_of(unsigned n) {
     for (unsigned k = 0; k < n; k++) churn_one((unsigned)(next() % SLOTS));
 }
 
+static void *sleeper(void *arg) {
+    (void)arg;
+    for (;;) pause();
+    return NULL;
+}
+
 int main(int argc, char **argv) {
     unsigned long iterations = argc > 1 ? strtoul(argv[1], NULL, 10) : 1000000;
+    if (argc > 3 && strcmp(argv[2], "hold") == 0) {
+        unsigned long n = strtoul(argv[3], NULL, 10);
+        void **held = calloc(n + 1, sizeof *held);
+        for (unsigned long i = 0; i < n; i++) held[i] = malloc(32);
+        sink = held;
+        printf("calls %lu elapsed_ns 0\n", n + 1);
+        return 0;
+    }
+    if (argc > 3 && strcmp(argv[2], "threads") == 0) {
+        unsigned long n = strtoul(argv[3], NULL, 10);
+        for (unsigned long i = 0; i < n; i++) {
+            pthread_t t;
+            pthread_create(&t, NULL, sleeper, NULL);
+        }
+        printf("ready\n");
+        fflush(stdout);
+        for (;;) pause();
+    }
     struct timespec a, b;
     clock_gettime(CLOCK_MONOTONIC, &a);
     for (unsigned long i = 0; i < iterations; i += 1000) round_of(1000);

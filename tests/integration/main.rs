@@ -8,4 +8,5 @@ mod formats;
 mod harness;
 mod lifecycle;
 mod native_heap;
+mod overhead;
 mod stacks;

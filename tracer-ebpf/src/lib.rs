@@ -62,6 +62,41 @@ pub mod flags {
     pub const ALLOCATOR_INTERNAL: u32 = 1 << 0;
 }
 
+/// exp(-i/8) scaled to 2^32 - 1, for i in 0..=64: the table behind
+/// [`sample_threshold`], the same on both sides so that userspace weighs each sample by
+/// exactly the probability the kernel drew it with.
+const EXP_Q32: [u32; 65] = [
+    4294967295, 3790295335, 3344923893, 2951884975, 2605029347, 2298930330, 2028798895, 1790408741,
+    1580030168, 1394371730, 1230528732, 1085937795, 958336740, 845729205, 746353404, 658654567, 581260615,
+    512960693, 452686222, 399494189, 352552384, 311126387, 274568073, 242305474, 213833830, 188707693,
+    166533955, 146965699, 129696774, 114457002, 101007949, 89139202, 78665070, 69421681, 61264418, 54065659,
+    47712777, 42106378, 37158748, 32792480, 28939262, 25538809, 22537920, 19889645, 17552550, 15490071,
+    13669939, 12063679, 10646160, 9395203, 8291237, 7316991, 6457222, 5698479, 5028890, 4437980, 3916503,
+    3456302, 3050176, 2691771, 2375479, 2096353, 1850025, 1632641, 1440801,
+];
+
+/// Sampling by bytes (`--sample-bytes RATE`): an allocation of `size` bytes is sampled
+/// with probability 1 - exp(-size / rate), as if a Poisson process over bytes picked a
+/// byte every `rate` bytes on average (Go's and jemalloc's heap profilers do the same).
+/// Returns that probability scaled to 2^32 - 1: sampled when a uniform random u32 is at
+/// most this. Integer arithmetic only, so the kernel side can run it.
+#[inline(always)]
+pub fn sample_threshold(size: u64, rate: u64) -> u32 {
+    if rate == 0 {
+        return u32::MAX;
+    }
+    // size / rate in 1/2048ths: table steps of 1/8, interpolated in 1/256ths.
+    let x = size.saturating_mul(2048) / rate;
+    let i = (x / 256) as usize;
+    let frac = x % 256;
+    if i >= 64 {
+        return u32::MAX;
+    }
+    let (a, b) = (EXP_Q32[i & 63] as u64, EXP_Q32[(i & 63) + 1] as u64);
+    let exp = a - (a - b) * frac / 256;
+    (u32::MAX as u64 - exp) as u32
+}
+
 /// One record of the `EVENTS` ring buffer. Fixed size, so the kernel side reserves and
 /// commits in place and the reader decodes without parsing. Field meaning depends on
 /// [`Event::kind`]; see the constants in [`kind`].
@@ -80,7 +115,9 @@ pub struct Event {
     pub size: u64,
     /// The previous address (realloc, mremap) or the requested break (brk).
     pub old_addr: u64,
-    /// The previous length (mremap) or the file descriptor (mmap; `u64::MAX` if none).
+    /// The previous length (mremap), the file descriptor (mmap; `u64::MAX` if none), or
+    /// for a sampled allocation the [`sample_threshold`] it was drawn with (0 when every
+    /// allocation is traced).
     pub old_size: u64,
     /// Key of the user stack in `STACKS`, or 0 when none could be captured.
     pub stack_id: u64,
@@ -206,6 +243,11 @@ pub mod global {
     pub const WAKEUP_BYTES: &str = "WAKEUP_BYTES";
     /// `u32`: one of [`unwind_mode`](super::unwind_mode).
     pub const UNWIND_MODE: &str = "UNWIND_MODE";
+    /// `u64`: sample allocations by bytes at this mean rate; 0 traces every allocation.
+    pub const SAMPLE_BYTES: &str = "SAMPLE_BYTES";
+    /// `u32`: nonzero makes every program return at once (benchmarks: the cost of the
+    /// probes themselves).
+    pub const BENCH_FLOOR: &str = "BENCH_FLOOR";
 }
 
 /// Map names, shared so that a rename on one side is a compile error on the other.
@@ -214,6 +256,7 @@ pub mod map {
     pub const STACKS: &str = "STACKS";
     pub const COUNTERS: &str = "COUNTERS";
     pub const UNWIND_RULES: &str = "UNWIND_RULES";
+    pub const RULE_GENERATION: &str = "RULE_GENERATION";
 }
 
 const _: () = assert!(core::mem::size_of::<Event>() == 72);

@@ -128,6 +128,28 @@ pub struct TraceOptions {
     #[arg(long, value_enum, default_value_t = Unwind::EhFrame)]
     pub unwind: Unwind,
 
+    /// Track at most this many live heap blocks; beyond, allocations are counted as
+    /// dropped (coverage) instead of growing leaktracer's memory (about 50 bytes each).
+    #[arg(long, default_value_t = 20_000_000, value_name = "N")]
+    pub max_live: usize,
+
+    /// Sample allocations by bytes: on average one sampled byte every N bytes, each
+    /// allocation with probability 1 - exp(-size/N), figures scaled back up (unbiased
+    /// estimates). Frees of unsampled blocks are dropped in the kernel. For production,
+    /// e.g. 524288 (Go's and jemalloc's default); 0 traces every allocation.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub sample_bytes: u64,
+
+    /// Where uprobes go: `fast` puts each past leading instructions the kernel would
+    /// single-step (glibc's free starts with one), when that changes nothing the probe
+    /// sees; `entry` on function entries.
+    #[arg(long, value_enum, default_value_t = Placement::Fast)]
+    pub probe_placement: Placement,
+
+    /// Benchmarks: probes that do nothing (the cost of the probes themselves).
+    #[arg(long, hide = true)]
+    pub bench_floor: bool,
+
     /// Log what leaktracer does (probe points, refreshes) on stderr; twice for more.
     #[arg(long, short, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -140,6 +162,12 @@ pub enum Format {
     Folded,
     Svg,
     Pprof,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Placement {
+    Fast,
+    Entry,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

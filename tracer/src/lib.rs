@@ -39,13 +39,15 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             let target = Target::inspect(pid)?;
             let maps = target::maps::read(pid)
                 .with_context(|| format!("cannot read the memory maps of process {pid}"))?;
-            let points = allocator::choose(&allocator::candidates_from_maps(pid, &maps, &target.exe));
+            let fast = options.probe_placement == cli::Placement::Fast;
+            let points = allocator::choose(&allocator::candidates_from_maps(pid, &maps, &target.exe), fast);
             (options, Prepared::Running { target, points })
         }
         Command::Run { options, command } => {
             begin(&options)?;
             let child = launch::spawn_stopped(&command)?;
-            let points = allocator::choose(&allocator::candidates_for_launch(&child.exe));
+            let fast = options.probe_placement == cli::Placement::Fast;
+            let points = allocator::choose(&allocator::candidates_for_launch(&child.exe), fast);
             let target = Target { pid: child.pid, exe: child.exe.clone(), cmdline: child.argv.clone() };
             (options, Prepared::Launched { target, points, child })
         }

@@ -64,9 +64,14 @@ pub async fn run(prepared: Prepared, options: &TraceOptions) -> anyhow::Result<i
     let ring_bytes = options.ring_mib << 20;
 
     let attach = || -> anyhow::Result<Probes> {
-        let mut probes = Probes::load(pid, ring_bytes, options.unwind)?;
+        let t = std::time::Instant::now();
+        let mut probes =
+            Probes::load(pid, ring_bytes, options.unwind, options.sample_bytes, options.bench_floor)?;
+        log::debug!("loaded in {:?}", t.elapsed());
         probes.attach_tracepoints()?;
+        log::debug!("tracepoints attached at {:?}", t.elapsed());
         probes.attach_allocators(pid, &points)?;
+        log::debug!("uprobes attached at {:?}", t.elapsed());
         Ok(probes)
     };
     let mut probes = match attach() {
@@ -78,13 +83,19 @@ pub async fn run(prepared: Prepared, options: &TraceOptions) -> anyhow::Result<i
             return Err(e);
         }
     };
-    let stacks = KernelStacks { stacks: probes.take_stacks()?, rules: probes.take_unwind_rules()? };
+    let stacks = KernelStacks {
+        stacks: probes.take_stacks()?,
+        rules: probes.take_unwind_rules()?,
+        generation: probes.take_rule_generation()?,
+    };
     let mut reader = EventReader::new(probes.take_events()?).context("cannot watch the ring buffer")?;
 
     let launched = child.is_some();
     let modules = ModuleMap::new(pid);
     let brk = if launched { None } else { current_break(pid) };
-    let mut agg = Aggregator::new(StackTable::new(Box::new(stacks), modules), launched, brk);
+    let mut agg = Aggregator::new(StackTable::new(Box::new(stacks), modules), launched, brk)
+        .with_max_live(options.max_live)
+        .with_epoch(monotonic_ns());
     let mut reporter = Reporter::new(Symbolizer::spawn().context("cannot start the symbolizer thread")?);
     let started = std::time::SystemTime::now();
     let mut outputs = Outputs::open(
@@ -134,6 +145,7 @@ pub async fn run(prepared: Prepared, options: &TraceOptions) -> anyhow::Result<i
         rss_bytes: rss,
         memory_limit: memory_limit(pid),
         kernel: probes.counters(),
+        sample_bytes: options.sample_bytes,
     };
     let elapsed = || (monotonic_ns() - start_ns) as f64 / 1e9;
 
@@ -193,7 +205,9 @@ pub async fn run(prepared: Prepared, options: &TraceOptions) -> anyhow::Result<i
     let leak_status = (options.fail_on_leak && verdicts.any_leak()).then_some(LEAK_FOUND);
     // Detach only now: the final report is out first.
     drop(reader);
-    drop(probes);
+    let t = std::time::Instant::now();
+    probes.detach();
+    log::debug!("detached in {:?}", t.elapsed());
 
     let Some(mut supervisor) = supervisor else {
         return Ok(leak_status.unwrap_or(0));
@@ -277,6 +291,8 @@ pub fn monotonic_ns() -> u64 {
 struct KernelStacks {
     stacks: aya::maps::HashMap<aya::maps::MapData, u64, Stack>,
     rules: aya::maps::HashMap<aya::maps::MapData, u64, UnwindRule>,
+    /// Bumped when rules are taken back, so the kernel side's caches drop theirs.
+    generation: aya::maps::Array<aya::maps::MapData, u32>,
 }
 
 impl StackSource for KernelStacks {
@@ -297,6 +313,10 @@ impl StackSource for KernelStacks {
     fn forget(&mut self, keys: &[u64]) {
         for key in keys {
             let _ = self.rules.remove(key);
+        }
+        let next = self.generation.get(&0, 0).unwrap_or(0).wrapping_add(1);
+        if let Err(e) = self.generation.set(0, next, 0) {
+            log::warn!("cannot invalidate the kernel's unwind rule caches: {e}");
         }
     }
 }

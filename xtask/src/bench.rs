@@ -2,11 +2,14 @@
 //! the same fixed workload, in turns (A B C A B C ...), so drift hits all alike; the
 //! workload times its own allocator loop, so start-up, attach and detach are left out.
 //! Reported: median and min-max of the loop's time, the time added per allocator call
-//! against the untraced run, and ratios.
+//! against the untraced run, and ratios. Then: attach time, memory per live allocation,
+//! and the aggregator's throughput (criterion).
 
 use std::{
+    io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Stdio},
+    time::Instant,
 };
 
 use anyhow::{Context as _, bail};
@@ -16,19 +19,44 @@ use crate::{cmd, setup};
 /// One way of running the workload.
 struct Config {
     name: &'static str,
-    /// leaktracer arguments, or `None` for the untraced workload.
-    tracer: Option<&'static [&'static str]>,
+    how: How,
 }
 
-const CONFIGS: &[Config] = &[
-    Config { name: "untraced", tracer: None },
-    Config { name: "traced, no stacks", tracer: Some(&["--unwind", "none"]) },
-    Config { name: "traced, frame-pointer stacks", tracer: Some(&["--unwind", "frame-pointers"]) },
-    Config { name: "traced, eh_frame stacks (default)", tracer: Some(&["--unwind", "eh-frame"]) },
-    Config { name: "traced, stack copies unwound in user", tracer: Some(&["--unwind", "copy"]) },
+enum How {
+    Untraced,
+    /// leaktracer run with these arguments.
+    Tracer(&'static [&'static str]),
+    /// bpftrace -c with this script (`LIBC` replaced by libc's path).
+    Bpftrace(&'static str),
+}
+
+/// A memleak-style bpftrace script, as any user can write one: the size saved by thread at
+/// malloc's entry, address, size and user stack recorded at its return, deleted at free.
+const BPFTRACE_MEMLEAK: &str = r#"
+uprobe:LIBC:malloc /pid == cpid/ { @size[tid] = arg0; }
+uretprobe:LIBC:malloc /pid == cpid && @size[tid]/ { @live[retval] = (@size[tid], ustack); delete(@size[tid]); }
+uprobe:LIBC:free /pid == cpid/ { delete(@live[arg0]); }
+END { clear(@live); clear(@size); }
+"#;
+
+const STACK_CONFIGS: &[Config] = &[
+    Config { name: "untraced", how: How::Untraced },
+    Config { name: "traced, no stacks", how: How::Tracer(&["--unwind", "none"]) },
+    Config { name: "traced, frame-pointer stacks", how: How::Tracer(&["--unwind", "frame-pointers"]) },
+    Config { name: "traced, eh_frame stacks (default)", how: How::Tracer(&["--unwind", "eh-frame"]) },
+    Config { name: "traced, stack copies unwound in user", how: How::Tracer(&["--unwind", "copy"]) },
 ];
 
-pub fn run(runs: usize, iterations: u64) -> anyhow::Result<()> {
+const OVERHEAD_CONFIGS: &[Config] = &[
+    Config { name: "untraced", how: How::Untraced },
+    Config { name: "floor: empty programs, same probes", how: How::Tracer(&["--bench-floor"]) },
+    Config { name: "leaktracer, full tracing", how: How::Tracer(&[]) },
+    Config { name: "leaktracer, probes at entries", how: How::Tracer(&["--probe-placement", "entry"]) },
+    Config { name: "leaktracer, --sample-bytes 524288", how: How::Tracer(&["--sample-bytes", "524288"]) },
+    Config { name: "bpftrace memleak-style script", how: How::Bpftrace(BPFTRACE_MEMLEAK) },
+];
+
+pub fn run(runs: usize, iterations: u64, only: Option<&str>) -> anyhow::Result<()> {
     let env = setup::run()?;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     cmd::run(cmd::cargo(&env).args(["build", "--release", "--package", "leaktracer"]))?;
@@ -38,79 +66,242 @@ pub fn run(runs: usize, iterations: u64) -> anyhow::Result<()> {
     // With frame pointers, so that both walks go all the way and cost what they cost.
     cmd::run(
         Command::new("gcc")
-            .args(["-O2", "-g", "-fno-omit-frame-pointer", "-o"])
+            .args(["-O2", "-g", "-fno-omit-frame-pointer", "-pthread", "-o"])
             .arg(&workload)
             .arg(root.join("tests/bench/alloc_heavy.c")),
     )?;
-    let tracer = root.join("target/release/leaktracer");
+    let bench = Bench { tracer: root.join("target/release/leaktracer"), workload, iterations };
+    let want = |part: &str| only.is_none_or(|o| o == part);
 
-    // Warm-up: page cache, CPU frequency.
-    measure(&tracer, &workload, &CONFIGS[0], iterations)?;
-    let mut times: Vec<Vec<f64>> = vec![Vec::new(); CONFIGS.len()];
-    let mut calls = 0;
-    for round in 0..runs {
-        for (i, config) in CONFIGS.iter().enumerate() {
-            let (c, secs) = measure(&tracer, &workload, config, iterations)?;
-            calls = c;
-            times[i].push(secs);
-            eprintln!("xtask: run {}/{runs}: {:<36} {secs:.3} s", round + 1, config.name);
-        }
-    }
-
-    let stats: Vec<(f64, f64, f64)> = times.iter().map(|t| summary(t)).collect();
-    let base = stats[0].0;
-    println!("\nworkload: {iterations} iterations, {calls} allocator calls; {runs} runs of each, in turns");
-    println!(
-        "{:<36} {:>10} {:>21} {:>14} {:>8}",
-        "configuration", "median s", "min - max s", "+us per call", "ratio"
-    );
-    for (config, (median, min, max)) in CONFIGS.iter().zip(&stats) {
-        let added = (median - base) / calls as f64 * 1e6;
+    if want("overhead") {
+        println!("\n## Overhead against the floor and a bpftrace peer");
+        let t = bench.table(OVERHEAD_CONFIGS, runs)?;
+        let added = |i: usize| t.added_us(i);
         println!(
-            "{:<36} {median:>10.3} {:>21} {added:>14.3} {:>8.2}",
-            config.name,
-            format!("{min:.3} - {max:.3}"),
-            median / base
+            "\nadded per call: floor {:.3} us, full {:.3} us ({:.2}x the floor; bpftrace adds {:.1}x more), \
+             sampled {:.3} us ({:.2}x the floor); probes at entries {:.3} us",
+            added(1),
+            added(2),
+            added(2) / added(1),
+            added(5) / added(2),
+            added(4),
+            added(4) / added(1),
+            added(3),
         );
     }
-    let per_call = |i: usize| (stats[i].0 - stats[1].0) / calls as f64 * 1e6;
-    println!(
-        "\nstack capture per allocator call (over tracing without stacks): frame pointers {:.3} us, \
-         eh_frame {:.3} us, stack copies {:.3} us (eh_frame / frame pointers = {:.2})",
-        per_call(2),
-        per_call(3),
-        per_call(4),
-        per_call(3) / per_call(2)
-    );
+    if want("stacks") {
+        println!("\n## Stack capture");
+        let t = bench.table(STACK_CONFIGS, runs)?;
+        let per_call = |i: usize| t.added_us(i) - t.added_us(1);
+        println!(
+            "\nstack capture per allocator call (over tracing without stacks): frame pointers {:.3} us, \
+             eh_frame {:.3} us, stack copies {:.3} us (eh_frame / frame pointers = {:.2})",
+            per_call(2),
+            per_call(3),
+            per_call(4),
+            per_call(3) / per_call(2)
+        );
+    }
+    if want("attach") {
+        println!("\n## Attach, first report, detach (a process with 100 threads)");
+        bench.attach_times(runs)?;
+    }
+    if want("memory") {
+        println!("\n## Memory per live allocation");
+        bench.memory_per_allocation()?;
+    }
+    if want("aggregator") {
+        println!("\n## Aggregator throughput");
+        cmd::run(cmd::cargo(&env).args(["bench", "--package", "leaktracer", "--bench", "aggregate"]))?;
+    }
     Ok(())
 }
 
-/// Runs the workload once; returns (allocator calls, seconds in the allocator loop).
-fn measure(
-    tracer: &Path,
-    workload: &PathBuf,
-    config: &Config,
+struct Bench {
+    tracer: PathBuf,
+    workload: PathBuf,
     iterations: u64,
-) -> anyhow::Result<(u64, f64)> {
-    let mut command = match config.tracer {
-        None => Command::new(workload),
-        Some(args) => {
-            let mut c = Command::new(tracer);
-            c.arg("run").args(args).args(["--output", "/dev/null", "--"]).arg(workload);
-            c
+}
+
+struct Table {
+    medians: Vec<f64>,
+    calls: u64,
+}
+
+impl Table {
+    fn added_us(&self, i: usize) -> f64 {
+        (self.medians[i] - self.medians[0]) / self.calls as f64 * 1e6
+    }
+}
+
+impl Bench {
+    fn table(&self, configs: &[Config], runs: usize) -> anyhow::Result<Table> {
+        // Warm-up: page cache, CPU frequency.
+        self.measure(&configs[0], &[])?;
+        let mut times: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
+        let mut calls = 0;
+        for round in 0..runs {
+            for (i, config) in configs.iter().enumerate() {
+                let (c, secs) = self.measure(config, &[])?;
+                calls = c;
+                times[i].push(secs);
+                eprintln!("xtask: run {}/{runs}: {:<40} {secs:.3} s", round + 1, config.name);
+            }
         }
-    };
-    command.arg(iterations.to_string());
-    let out = command.output().with_context(|| format!("cannot run {}", config.name))?;
-    if !out.status.success() {
-        bail!("{} failed: {}", config.name, String::from_utf8_lossy(&out.stderr));
+        let stats: Vec<(f64, f64, f64)> = times.iter().map(|t| summary(t)).collect();
+        let base = stats[0].0;
+        println!(
+            "\nworkload: {} iterations, {calls} allocator calls; {runs} runs of each, in turns",
+            self.iterations
+        );
+        println!(
+            "{:<40} {:>10} {:>21} {:>14} {:>8}",
+            "configuration", "median s", "min - max s", "+us per call", "ratio"
+        );
+        for (config, (median, min, max)) in configs.iter().zip(&stats) {
+            let added = (median - base) / calls as f64 * 1e6;
+            println!(
+                "{:<40} {median:>10.3} {:>21} {added:>14.3} {:>8.2}",
+                config.name,
+                format!("{min:.3} - {max:.3}"),
+                median / base
+            );
+        }
+        Ok(Table { medians: stats.iter().map(|s| s.0).collect(), calls })
     }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let words: Vec<&str> = stdout.split_whitespace().collect();
-    match words.as_slice() {
-        ["calls", calls, "elapsed_ns", ns, ..] => Ok((calls.parse()?, ns.parse::<f64>()? / 1e9)),
-        _ => bail!("unexpected workload output: {stdout}"),
+
+    /// Runs the workload once; returns (allocator calls, seconds in the allocator loop).
+    fn measure(&self, config: &Config, workload_args: &[&str]) -> anyhow::Result<(u64, f64)> {
+        let mut workload = vec![self.workload.display().to_string(), self.iterations.to_string()];
+        workload.extend(workload_args.iter().map(|a| a.to_string()));
+        let mut command = match config.how {
+            How::Untraced => {
+                let mut c = Command::new(&workload[0]);
+                c.args(&workload[1..]);
+                c
+            }
+            How::Tracer(args) => {
+                let mut c = Command::new(&self.tracer);
+                c.arg("run").args(args).args(["--output", "/dev/null", "--"]).args(&workload);
+                c
+            }
+            How::Bpftrace(script) => {
+                let mut c = Command::new("bpftrace");
+                c.arg("-e").arg(script.replace("LIBC", &libc_path()?)).arg("-c").arg(workload.join(" "));
+                c
+            }
+        };
+        let out = command.output().with_context(|| format!("cannot run {}", config.name))?;
+        if !out.status.success() {
+            bail!("{} failed: {}", config.name, String::from_utf8_lossy(&out.stderr));
+        }
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line = stdout.lines().find(|l| l.starts_with("calls ")).unwrap_or_default();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["calls", calls, "elapsed_ns", ns, ..] => Ok((calls.parse()?, ns.parse::<f64>()? / 1e9)),
+            _ => bail!("unexpected workload output: {stdout}"),
+        }
     }
+
+    /// Times from starting leaktracer to "tracing", to the first report, and to its exit
+    /// (detaching) on a process with 100 threads.
+    fn attach_times(&self, runs: usize) -> anyhow::Result<()> {
+        let mut rows = Vec::new();
+        for _ in 0..runs {
+            let mut target =
+                Command::new(&self.workload).args(["0", "threads", "100"]).stdout(Stdio::piped()).spawn()?;
+            let mut lines = BufReader::new(target.stdout.take().context("stdout")?).lines();
+            while let Some(line) = lines.next().transpose()? {
+                if line.starts_with("ready") {
+                    break;
+                }
+            }
+            let start = Instant::now();
+            let mut tracer = Command::new(&self.tracer)
+                .args([
+                    "attach",
+                    "--pid",
+                    &target.id().to_string(),
+                    "--interval",
+                    "100ms",
+                    "--duration",
+                    "150ms",
+                ])
+                .args(["--format", "json"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()?;
+            let mut stderr = BufReader::new(tracer.stderr.take().context("stderr")?).lines();
+            while let Some(line) = stderr.next().transpose()? {
+                if line.starts_with("leaktracer: tracing") {
+                    break;
+                }
+            }
+            let attached = start.elapsed().as_secs_f64();
+            let mut stdout = BufReader::new(tracer.stdout.take().context("stdout")?).lines();
+            stdout.next().transpose()?;
+            let first_report = start.elapsed().as_secs_f64();
+            for _ in stdout.by_ref() {}
+            tracer.wait()?;
+            let exited = start.elapsed().as_secs_f64();
+            let _ = target.kill();
+            let _ = target.wait();
+            rows.push((attached, first_report, exited));
+        }
+        let column = |f: fn(&(f64, f64, f64)) -> f64| summary(&rows.iter().map(f).collect::<Vec<_>>());
+        for (name, (median, min, max)) in [
+            ("attached (probes in place)", column(|r| r.0)),
+            ("first report (--interval 100ms)", column(|r| r.1)),
+            ("exited (final report, detached)", column(|r| r.2)),
+        ] {
+            println!("{name:<36} median {median:.3} s  (min {min:.3}, max {max:.3})");
+        }
+        Ok(())
+    }
+
+    /// leaktracer's peak RSS tracing a workload that holds 1,000,000 blocks, against one
+    /// that holds none: bytes per live allocation, everything included.
+    fn memory_per_allocation(&self) -> anyhow::Result<()> {
+        const BLOCKS: u64 = 1_000_000;
+        let peak = |blocks: u64| -> anyhow::Result<u64> {
+            let out = Command::new("/usr/bin/time")
+                .args(["-f", "maxrss_kib %M"])
+                .arg(&self.tracer)
+                .args(["run", "--output", "/dev/null", "--"])
+                .arg(&self.workload)
+                .args(["0", "hold", &blocks.to_string()])
+                .output()?;
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let kib: u64 = stderr
+                .lines()
+                .find_map(|l| l.strip_prefix("maxrss_kib "))
+                .context("no maxrss from /usr/bin/time")?
+                .trim()
+                .parse()?;
+            Ok(kib * 1024)
+        };
+        let (none, held) = (peak(0)?, peak(BLOCKS)?);
+        println!(
+            "userspace: {:.1} bytes per live allocation ({} blocks: peak RSS {:.1} MiB against {:.1} MiB); \
+             kernel maps: none per allocation when every allocation is traced",
+            (held.saturating_sub(none)) as f64 / BLOCKS as f64,
+            BLOCKS,
+            held as f64 / 1048576.0,
+            none as f64 / 1048576.0
+        );
+        Ok(())
+    }
+}
+
+fn libc_path() -> anyhow::Result<String> {
+    let out = Command::new("ldconfig").arg("-p").output()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.trim_start().starts_with("libc.so.6") && l.contains("x86-64"))
+        .and_then(|l| l.rsplit("=> ").next())
+        .map(|p| p.trim().to_string())
+        .context("libc.so.6 not found by ldconfig")
 }
 
 /// (median, min, max)

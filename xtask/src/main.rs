@@ -44,6 +44,9 @@ enum Task {
         /// Workload iterations (about 1.75 allocator calls each).
         #[arg(long, default_value_t = 300_000)]
         iterations: u64,
+        /// Only one part: overhead, stacks, attach, memory or aggregator.
+        #[arg(long)]
+        only: Option<String>,
     },
 }
 
@@ -55,7 +58,7 @@ fn main() {
         Task::Lint => lint(),
         Task::Demo => demo::run(),
         Task::Eval => eval(),
-        Task::Bench { runs, iterations } => bench::run(runs, iterations),
+        Task::Bench { runs, iterations, only } => bench::run(runs, iterations, only.as_deref()),
     };
     if let Err(e) = result {
         eprintln!("xtask: {e:#}");

@@ -11,7 +11,8 @@ use anyhow::{Context as _, bail};
 use crate::cmd;
 
 /// Debian packages: LLVM 22 for bpf-linker; compilers and Go for fixtures (Go also brings
-/// `go tool pprof`); util-linux for setpriv in the privilege tests.
+/// `go tool pprof`); util-linux for setpriv in the privilege tests; bpftrace and time for
+/// the benchmarks.
 const PACKAGES: &[&str] =
     &["llvm-22-dev", "libpolly-22-dev", "zlib1g-dev", "libzstd-dev", "gcc", "g++", "golang-go", "util-linux"];
 

@@ -5,17 +5,24 @@
 //! return the caller's frame is already gone); return decides. A failed call (NULL, or
 //! nonzero from posix_memalign) produces nothing, and realloc releases its old block only
 //! when it returns a new one.
+//!
+//! With sampling (`SAMPLE_BYTES`), entry draws whether the new block is sampled; an
+//! unsampled call stops there (no stack, no event). Sampled blocks are remembered in
+//! `SAMPLED`, and only their frees and reallocs produce events.
 
 use aya_ebpf::{
     EbpfContext,
-    helpers::{bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
+    helpers::{
+        bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_get_prandom_u32, bpf_ktime_get_ns,
+        bpf_probe_read_user,
+    },
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
 };
-use tracer_ebpf::{Event, counter, func, kind};
+use tracer_ebpf::{Event, counter, func, kind, sample_threshold};
 
 use super::{
-    maps::{ALLOC_CALLS, AllocCall, count, target_tgid},
+    maps::{ALLOC_CALLS, AllocCall, SAMPLED, bench_floor, count, sample_bytes, target_tgid},
     output::emit,
     stack,
 };
@@ -43,17 +50,22 @@ fn inside_outer_call(tid: u32, sp: u64, now: u64) -> bool {
     }
 }
 
+/// Sampling: is a block remembered as sampled?
+#[inline(always)]
+fn sampled(addr: u64) -> bool {
+    // SAFETY: presence check only.
+    unsafe { SAMPLED.get(&addr) }.is_some()
+}
+
 #[uprobe]
 pub fn lt_alloc_enter(ctx: ProbeContext) -> u32 {
+    if bench_floor() {
+        return 0;
+    }
     let Some(tid) = target_thread() else { return 0 };
     // SAFETY: ctx.regs is the probed thread's register file.
     let regs = unsafe { &*ctx.regs };
     let sp = regs.rsp;
-    let now = unsafe { bpf_ktime_get_ns() };
-    if inside_outer_call(tid, sp, now) {
-        count(counter::NESTED_CALLS);
-        return 0;
-    }
     // SAFETY: helper valid in uprobe programs.
     let func = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u32;
     let (a0, a1, a2) = (regs.rdi, regs.rsi, regs.rdx);
@@ -66,15 +78,34 @@ pub fn lt_alloc_enter(ctx: ProbeContext) -> u32 {
         // malloc, valloc, pvalloc
         _ => (a0, 0),
     };
-    let call = AllocCall {
-        sp,
-        ts_ns: now,
-        size,
-        arg,
-        stack_id: stack::capture(ctx.as_ptr(), &stack::UserRegs { ip: regs.rip, sp, bp: regs.rbp }, true),
-        func,
-        _pad: 0,
+    // Sampling first: an unsampled call costs as little as can be.
+    let rate = sample_bytes();
+    let mut threshold = 0;
+    if rate != 0 {
+        let t = sample_threshold(size, rate);
+        // SAFETY: helper without preconditions.
+        if unsafe { bpf_get_prandom_u32() } <= t && t != 0 {
+            threshold = t;
+        } else {
+            // Not sampled. A realloc still matters if its old block was sampled.
+            let moves_sampled =
+                matches!(func, func::REALLOC | func::REALLOCARRAY) && arg != 0 && sampled(arg);
+            if !moves_sampled {
+                return 0;
+            }
+        }
+    }
+    let now = unsafe { bpf_ktime_get_ns() };
+    if inside_outer_call(tid, sp, now) {
+        count(counter::NESTED_CALLS);
+        return 0;
+    }
+    let stack_id = if rate == 0 || threshold != 0 {
+        stack::capture(ctx.as_ptr(), &stack::UserRegs { ip: regs.rip, sp, bp: regs.rbp }, true)
+    } else {
+        0
     };
+    let call = AllocCall { sp, ts_ns: now, size, arg, stack_id, func, threshold };
     if ALLOC_CALLS.insert(&tid, &call, 0).is_err() {
         count(counter::DROPPED);
     }
@@ -83,6 +114,9 @@ pub fn lt_alloc_enter(ctx: ProbeContext) -> u32 {
 
 #[uretprobe]
 pub fn lt_alloc_return(ctx: RetProbeContext) -> u32 {
+    if bench_floor() {
+        return 0;
+    }
     let Some(tid) = target_thread() else { return 0 };
     // SAFETY: read of a map value we copy out at once.
     let Some(call) = (unsafe { ALLOC_CALLS.get(&tid) }).copied() else {
@@ -96,6 +130,7 @@ pub fn lt_alloc_return(ctx: RetProbeContext) -> u32 {
     }
     let _ = ALLOC_CALLS.remove(&tid);
     let ret = regs.rax;
+    let sampling = sample_bytes() != 0;
 
     let mut event = Event {
         kind: kind::ALLOC,
@@ -103,6 +138,7 @@ pub fn lt_alloc_return(ctx: RetProbeContext) -> u32 {
         ts_ns: unsafe { bpf_ktime_get_ns() },
         addr: ret,
         size: call.size,
+        old_size: u64::from(call.threshold),
         stack_id: call.stack_id,
         func: call.func as u16,
         ..Event::default()
@@ -119,19 +155,26 @@ pub fn lt_alloc_return(ctx: RetProbeContext) -> u32 {
             }
         }
         func::REALLOC | func::REALLOCARRAY => {
-            if ret == 0 {
-                // glibc's realloc(p, 0) frees p and returns NULL; any other NULL is a
-                // failure that leaves p allocated.
-                if call.size != 0 || call.arg == 0 {
-                    return 0;
-                }
+            // glibc's realloc(p, 0) frees p and returns NULL; any other NULL is a failure
+            // that leaves p allocated.
+            let frees_old = ret != 0 || (call.size == 0 && call.arg != 0);
+            if !frees_old {
+                return 0;
+            }
+            let old_known = call.arg != 0 && (!sampling || SAMPLED.remove(&call.arg).is_ok());
+            if ret != 0 && (!sampling || call.threshold != 0) {
+                event.kind = kind::REALLOC;
+                event.old_addr = if old_known { call.arg } else { 0 };
+            } else if old_known {
                 event.kind = kind::FREE;
                 event.addr = call.arg;
                 event.size = 0;
                 event.stack_id = 0;
+                event.old_size = 0;
+                emit(&event);
+                return 0;
             } else {
-                event.kind = kind::REALLOC;
-                event.old_addr = call.arg;
+                return 0;
             }
         }
         _ => {
@@ -140,12 +183,19 @@ pub fn lt_alloc_return(ctx: RetProbeContext) -> u32 {
             }
         }
     }
+    if sampling && SAMPLED.insert(&event.addr, &1, 0).is_err() {
+        count(counter::DROPPED);
+        return 0;
+    }
     emit(&event);
     0
 }
 
 #[uprobe]
 pub fn lt_free_enter(ctx: ProbeContext) -> u32 {
+    if bench_floor() {
+        return 0;
+    }
     let Some(tid) = target_thread() else { return 0 };
     // SAFETY: ctx.regs is the probed thread's register file.
     let regs = unsafe { &*ctx.regs };
@@ -153,10 +203,18 @@ pub fn lt_free_enter(ctx: ProbeContext) -> u32 {
     if addr == 0 {
         return 0;
     }
+    // Sampling: frees of blocks that were not sampled are dropped here, first thing.
+    let sampling = sample_bytes() != 0;
+    if sampling && !sampled(addr) {
+        return 0;
+    }
     let now = unsafe { bpf_ktime_get_ns() };
     // A free inside a traced realloc is the realloc's business.
     if inside_outer_call(tid, regs.rsp, now) {
         return 0;
+    }
+    if sampling {
+        let _ = SAMPLED.remove(&addr);
     }
     emit(&Event { kind: kind::FREE, tid, ts_ns: now, addr, func: func::FREE as u16, ..Event::default() });
     0

@@ -3,7 +3,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use tracer_ebpf::{STACK_COPY_MAX, Stack, UnwindRule, counter};
 
@@ -24,6 +24,26 @@ pub static STACK_SCRATCH: PerCpuArray<Stack> = PerCpuArray::with_max_entries(1, 
 #[map]
 pub static UNWIND_RULES: LruHashMap<u64, UnwindRule> = LruHashMap::with_max_entries(65536, 0);
 
+/// Per-CPU, direct-mapped cache in front of `UNWIND_RULES`: an array lookup instead of a
+/// hash lookup for each frame. Entries carry the rule generation, so that rules taken
+/// back by userspace (exec) are not used again.
+#[map]
+pub static RULE_CACHE: PerCpuArray<CachedRule> = PerCpuArray::with_max_entries(RULE_CACHE_SLOTS, 0);
+pub const RULE_CACHE_SLOTS: u32 = 1024;
+
+/// The rule generation: userspace bumps it when it takes rules back.
+#[map]
+pub static RULE_GENERATION: Array<u32> = Array::with_max_entries(1, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CachedRule {
+    pub key: u64,
+    pub generation: u32,
+    pub rule: UnwindRule,
+    pub _pad: u32,
+}
+
 /// Size of the per-CPU buffer a stack sample is built in: the header, the copy, and room
 /// for the last chunk (a power of two, so sizes can be bounded with a mask).
 pub const SAMPLE_SCRATCH_SIZE: usize = 16384;
@@ -38,13 +58,20 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::C
 
 /// Allocator calls between entry and return, by thread. Only the outermost traced call
 /// of a thread is kept: nested calls (realloc calling malloc) are not separate events.
+/// A plain (preallocated) hash: cheaper to update than an LRU one, and entries of threads
+/// that exit are removed by the exit tracepoint.
 #[map]
-pub static ALLOC_CALLS: LruHashMap<u32, AllocCall> = LruHashMap::with_max_entries(32768, 0);
+pub static ALLOC_CALLS: HashMap<u32, AllocCall> = HashMap::with_max_entries(32768, 0);
+
+/// Addresses of sampled blocks still live (sampling only): frees of any other address are
+/// dropped here, without an event.
+#[map]
+pub static SAMPLED: HashMap<u64, u8> = HashMap::with_max_entries(1 << 20, 0);
 
 /// Memory syscalls between enter and exit, by thread. Separate from `ALLOC_CALLS`, so a
 /// malloc that calls mmap keeps both.
 #[map]
-pub static SYSCALL_CALLS: LruHashMap<u32, SyscallCall> = LruHashMap::with_max_entries(32768, 0);
+pub static SYSCALL_CALLS: HashMap<u32, SyscallCall> = HashMap::with_max_entries(32768, 0);
 
 #[unsafe(no_mangle)]
 static TARGET_TGID: u32 = 0;
@@ -54,6 +81,12 @@ static WAKEUP_BYTES: u64 = 1 << 20;
 
 #[unsafe(no_mangle)]
 static UNWIND_MODE: u32 = tracer_ebpf::unwind_mode::EH_FRAME;
+
+#[unsafe(no_mangle)]
+static SAMPLE_BYTES: u64 = 0;
+
+#[unsafe(no_mangle)]
+static BENCH_FLOOR: u32 = 0;
 
 /// An allocator call in flight.
 #[repr(C)]
@@ -67,7 +100,8 @@ pub struct AllocCall {
     pub arg: u64,
     pub stack_id: u64,
     pub func: u32,
-    pub _pad: u32,
+    /// Sampling: the threshold the new block was drawn with, 0 if it was not drawn.
+    pub threshold: u32,
 }
 
 /// A memory syscall in flight.
@@ -96,6 +130,19 @@ pub fn target_tgid() -> u32 {
 pub fn wakeup_bytes() -> u64 {
     // SAFETY: as for `target_tgid`.
     unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) }
+}
+
+#[inline(always)]
+pub fn sample_bytes() -> u64 {
+    // SAFETY: as for `target_tgid`.
+    unsafe { core::ptr::read_volatile(&SAMPLE_BYTES) }
+}
+
+/// Benchmarks' floor: programs that do nothing.
+#[inline(always)]
+pub fn bench_floor() -> bool {
+    // SAFETY: as for `target_tgid`.
+    unsafe { core::ptr::read_volatile(&BENCH_FLOOR) != 0 }
 }
 
 #[inline(always)]

@@ -9,12 +9,15 @@ use aya_ebpf::{
 use tracer_ebpf::{Event, kind};
 
 use super::{
-    maps::{ALLOC_CALLS, SYSCALL_CALLS, target_tgid},
+    maps::{ALLOC_CALLS, SYSCALL_CALLS, bench_floor, target_tgid},
     output::emit,
 };
 
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn lt_exec(_ctx: TracePointContext) -> u32 {
+    if bench_floor() {
+        return 0;
+    }
     let pid_tgid = bpf_get_current_pid_tgid();
     if (pid_tgid >> 32) as u32 != target_tgid() {
         return 0;
@@ -30,6 +33,9 @@ pub fn lt_exec(_ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "sched", name = "sched_process_exit")]
 pub fn lt_thread_exit(_ctx: TracePointContext) -> u32 {
+    if bench_floor() {
+        return 0;
+    }
     let pid_tgid = bpf_get_current_pid_tgid();
     if (pid_tgid >> 32) as u32 != target_tgid() {
         return 0;

@@ -13,7 +13,7 @@
 
 use aya_ebpf::{
     bindings::BPF_F_USER_STACK,
-    helpers::{bpf_get_prandom_u32, bpf_get_stack, bpf_probe_read_user, bpf_probe_read_user_buf},
+    helpers::{bpf_get_prandom_u32, bpf_get_stack, bpf_loop, bpf_probe_read_user, bpf_probe_read_user_buf},
 };
 use tracer_ebpf::{
     MAX_STACK_DEPTH, RETURN_ADDRESS_KEY, STACK_COPY_MAX, StackSample, UnwindRule, cfa, counter, kind,
@@ -21,7 +21,8 @@ use tracer_ebpf::{
 };
 
 use super::maps::{
-    EVENTS, SAMPLE_SCRATCH, SAMPLE_SCRATCH_SIZE, STACK_SCRATCH, STACKS, UNWIND_RULES, count, unwind_mode,
+    CachedRule, EVENTS, RULE_CACHE, RULE_CACHE_SLOTS, RULE_GENERATION, SAMPLE_SCRATCH, SAMPLE_SCRATCH_SIZE,
+    STACK_SCRATCH, STACKS, UNWIND_RULES, count, unwind_mode,
 };
 
 /// User registers at the probed instruction.
@@ -45,12 +46,131 @@ pub fn capture(ctx: *mut core::ffi::c_void, regs: &UserRegs, at_entry: bool) -> 
     }
 }
 
-/// How a walk ended.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum End {
-    Complete,
-    Truncated,
-    NoRule,
+/// The rule for `key`: from this CPU's cache, else from the rule map (and then cached).
+#[inline(always)]
+fn rule_for(key: u64, generation: u32) -> Option<UnwindRule> {
+    let slot =
+        ((key ^ (key >> 17)).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 54) as u32 & (RULE_CACHE_SLOTS - 1);
+    let cached = RULE_CACHE.get_ptr_mut(slot)?;
+    // SAFETY: this CPU's slot; no other program runs on this CPU meanwhile.
+    let cached = unsafe { &mut *cached };
+    if cached.key == key && cached.generation == generation {
+        return Some(cached.rule);
+    }
+    // SAFETY: the value is copied out at once.
+    let rule = *unsafe { UNWIND_RULES.get(&key) }?;
+    *cached = CachedRule { key, generation, rule, _pad: 0 };
+    Some(rule)
+}
+
+/// Bytes of stack read at once at the start of a walk: the first frames' return
+/// addresses come from there rather than one read each.
+const NEAR: usize = 256;
+
+/// How a walk ended (in `Walk::end`).
+const WALKING: u32 = 0;
+const COMPLETE: u32 = 1;
+const TRUNCATED: u32 = 2;
+const NO_RULE: u32 = 3;
+
+/// The state of a walk, shared with `walk_step` through `bpf_loop`: a loop whose body
+/// the verifier checks once, not once per iteration (that took over a second to load).
+#[repr(C)]
+struct Walk {
+    pc: u64,
+    sp: u64,
+    bp: u64,
+    /// The stack pointer at the probe, where the copy in the sample buffer starts.
+    start_sp: u64,
+    /// Frames in `STACK_SCRATCH` so far (the probed instruction, then one per step).
+    n: u64,
+    end: u32,
+    generation: u32,
+    /// The words just above `start_sp` are in the sample buffer.
+    near: u32,
+    /// The first step is from a function's first instruction.
+    at_entry: u32,
+}
+
+/// Reads a word of the target's stack: from the copy of the words near sp when it is
+/// there, else with a helper call.
+#[inline(always)]
+fn read_word(walk: &Walk, addr: u64) -> Option<u64> {
+    let off = addr.wrapping_sub(walk.start_sp);
+    if walk.near != 0 && off < (NEAR - 8) as u64 && off % 8 == 0 {
+        let buf = SAMPLE_SCRATCH.get_ptr(0)?;
+        // SAFETY: this CPU's buffer, filled at the start of the walk.
+        let buf = unsafe { &*buf };
+        let off = off as usize & (NEAR - 8);
+        let word: [u8; 8] = buf.get(off..off + 8)?.try_into().ok()?;
+        return Some(u64::from_ne_bytes(word));
+    }
+    // SAFETY: reads of the target's own stack; a fault ends the walk.
+    unsafe { bpf_probe_read_user(addr as *const u64) }.ok()
+}
+
+/// One step of a walk: from `walk.pc`'s frame to its caller's. 0 to go on, 1 to stop.
+#[inline(never)]
+extern "C" fn walk_step(index: u32, ctx: *mut core::ffi::c_void) -> i64 {
+    // SAFETY: bpf_loop hands back the pointer `eh_frame` gave it.
+    let walk = unsafe { &mut *ctx.cast::<Walk>() };
+    let rule = if index == 0 && walk.at_entry != 0 {
+        // At a function's first instruction the CFA is just above the return address.
+        UnwindRule { cfa_offset: 8, bp_offset: 0, cfa_reg: cfa::SP, _pad: 0 }
+    } else {
+        let key = if index == 0 { walk.pc } else { walk.pc | RETURN_ADDRESS_KEY };
+        match rule_for(key, walk.generation) {
+            Some(rule) => rule,
+            None => {
+                walk.end = NO_RULE;
+                return 1;
+            }
+        }
+    };
+    let base = match rule.cfa_reg {
+        cfa::SP => walk.sp,
+        cfa::BP => walk.bp,
+        cfa::END => {
+            walk.end = COMPLETE;
+            return 1;
+        }
+        _ => {
+            walk.end = TRUNCATED;
+            return 1;
+        }
+    };
+    let cfa = base.wrapping_add(rule.cfa_offset as i64 as u64);
+    let Some(ra) = read_word(walk, cfa.wrapping_sub(8)) else {
+        walk.end = TRUNCATED;
+        return 1;
+    };
+    if rule.bp_offset != 0 {
+        match read_word(walk, cfa.wrapping_add(rule.bp_offset as i64 as u64)) {
+            Some(saved) => walk.bp = saved,
+            None => {
+                walk.end = TRUNCATED;
+                return 1;
+            }
+        }
+    }
+    walk.sp = cfa;
+    walk.pc = ra;
+    if ra == 0 {
+        walk.end = COMPLETE;
+        return 1;
+    }
+    let Some(stack) = STACK_SCRATCH.get_ptr_mut(0) else {
+        walk.end = TRUNCATED;
+        return 1;
+    };
+    // SAFETY: this CPU's scratch.
+    let stack = unsafe { &mut *stack };
+    // Positions come from the loop index, not a counter carried from step to step: the
+    // verifier can then see every step alike and checks the body once.
+    let at = index as usize + 1;
+    stack.frames[at & (MAX_STACK_DEPTH - 1)] = ra;
+    walk.n = at as u64 + 1;
+    0
 }
 
 #[inline(always)]
@@ -61,61 +181,37 @@ fn eh_frame(regs: &UserRegs, at_entry: bool) -> u64 {
     };
     // SAFETY: per-CPU scratch; BPF programs on one CPU do not preempt each other here.
     let stack = unsafe { &mut *stack };
-    const MASK: usize = MAX_STACK_DEPTH - 1;
     stack.frames[0] = regs.ip;
-    let (mut pc, mut sp, mut bp) = (regs.ip, regs.sp, regs.bp);
-    let mut n: usize = 1;
-    let mut end = End::Truncated;
-    for i in 0..MAX_STACK_DEPTH - 1 {
-        let rule = if i == 0 && at_entry {
-            // At a function's first instruction the CFA is just above the return address.
-            UnwindRule { cfa_offset: 8, bp_offset: 0, cfa_reg: cfa::SP, _pad: 0 }
-        } else {
-            let key = if i == 0 { pc } else { pc | RETURN_ADDRESS_KEY };
-            // SAFETY: the value is copied out at once.
-            match unsafe { UNWIND_RULES.get(&key) } {
-                Some(rule) => *rule,
-                None => {
-                    end = End::NoRule;
-                    break;
-                }
-            }
-        };
-        let base = match rule.cfa_reg {
-            cfa::SP => sp,
-            cfa::BP => bp,
-            cfa::END => {
-                end = End::Complete;
-                break;
-            }
-            _ => break,
-        };
-        let cfa = base.wrapping_add(rule.cfa_offset as i64 as u64);
-        // SAFETY: reads of the target's own stack; a fault ends the walk.
-        let Ok(ra) = (unsafe { bpf_probe_read_user((cfa - 8) as *const u64) }) else { break };
-        if rule.bp_offset != 0 {
-            let at = cfa.wrapping_add(rule.bp_offset as i64 as u64);
-            // SAFETY: as above.
-            match unsafe { bpf_probe_read_user(at as *const u64) } {
-                Ok(saved) => bp = saved,
-                Err(_) => break,
-            }
-        }
-        sp = cfa;
-        pc = ra;
-        if pc == 0 {
-            end = End::Complete;
-            break;
-        }
-        stack.frames[n & MASK] = pc;
-        n += 1;
-    }
-    if end == End::NoRule {
+    // The sample buffer is free until a walk gives up: borrow its start for the words
+    // just above sp.
+    let near = SAMPLE_SCRATCH.get_ptr_mut(0).is_some_and(|buf| {
+        // SAFETY: per-CPU scratch, as above.
+        let buf = unsafe { &mut *buf };
+        buf.get_mut(..NEAR)
+            // SAFETY: reading the target's stack into our buffer.
+            .is_some_and(|near| unsafe { bpf_probe_read_user_buf(regs.sp as *const u8, near) }.is_ok())
+    });
+    let mut walk = Walk {
+        pc: regs.ip,
+        sp: regs.sp,
+        bp: regs.bp,
+        start_sp: regs.sp,
+        n: 1,
+        end: WALKING,
+        generation: RULE_GENERATION.get(0).copied().unwrap_or(0),
+        near: u32::from(near),
+        at_entry: u32::from(at_entry),
+    };
+    // SAFETY: the callback gets `walk` back, and only for the duration of the call.
+    unsafe {
+        bpf_loop((MAX_STACK_DEPTH - 1) as u32, walk_step as *mut core::ffi::c_void, (&raw mut walk).cast(), 0)
+    };
+    if walk.end == NO_RULE {
         return sample(regs, at_entry);
     }
-    let len = n.min(MAX_STACK_DEPTH);
+    let len = (walk.n as usize).min(MAX_STACK_DEPTH);
     stack.len = len as u32;
-    stack.truncated = u32::from(end != End::Complete);
+    stack.truncated = u32::from(walk.end != COMPLETE);
     if stack.truncated != 0 {
         count(counter::TRUNCATED_STACKS);
     }

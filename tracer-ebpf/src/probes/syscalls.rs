@@ -17,7 +17,7 @@ use aya_ebpf::{
 use tracer_ebpf::{Event, counter, flags, func, kind};
 
 use super::{
-    maps::{ALLOC_CALLS, SYSCALL_CALLS, SyscallCall, count, target_tgid},
+    maps::{ALLOC_CALLS, SYSCALL_CALLS, SyscallCall, bench_floor, count, target_tgid},
     output::emit,
     stack,
 };
@@ -119,6 +119,9 @@ fn creation_stack(ctx: &TracePointContext, flags: u32) -> u64 {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_mmap")]
 pub fn lt_mmap_enter(ctx: TracePointContext) -> u32 {
+    if bench_floor() {
+        return 0;
+    }
     let Some(tid) = target_thread() else { return 0 };
     let flags = creation_flags(tid);
     let call = SyscallCall {
@@ -138,6 +141,9 @@ pub fn lt_mmap_enter(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_exit_mmap")]
 pub fn lt_mmap_exit(ctx: TracePointContext) -> u32 {
+    if bench_floor() {
+        return 0;
+    }
     let Some(tid) = target_thread() else { return 0 };
     let Some(call) = take(tid, kind::MMAP) else { return 0 };
     let ret = ret(&ctx);
@@ -156,6 +162,9 @@ pub fn lt_mmap_exit(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_munmap")]
 pub fn lt_munmap_enter(ctx: TracePointContext) -> u32 {
+    if bench_floor() {
+        return 0;
+    }
     let Some(tid) = target_thread() else { return 0 };
     let call = SyscallCall {
         kind: kind::MUNMAP,
@@ -174,6 +183,9 @@ pub fn lt_munmap_enter(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_exit_munmap")]
 pub fn lt_munmap_exit(ctx: TracePointContext) -> u32 {
+    if bench_floor() {
+        return 0;
+    }
     let Some(tid) = target_thread() else { return 0 };
     let Some(call) = take(tid, kind::MUNMAP) else { return 0 };
     if ret(&ctx) != 0 {
@@ -188,6 +200,9 @@ pub fn lt_munmap_exit(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_mremap")]
 pub fn lt_mremap_enter(ctx: TracePointContext) -> u32 {
+    if bench_floor() {
+        return 0;
+    }
     let Some(tid) = target_thread() else { return 0 };
     let flags = creation_flags(tid);
     let call = SyscallCall {
@@ -207,6 +222,9 @@ pub fn lt_mremap_enter(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_exit_mremap")]
 pub fn lt_mremap_exit(ctx: TracePointContext) -> u32 {
+    if bench_floor() {
+        return 0;
+    }
     let Some(tid) = target_thread() else { return 0 };
     let Some(call) = take(tid, kind::MREMAP) else { return 0 };
     let ret = ret(&ctx);
@@ -225,6 +243,9 @@ pub fn lt_mremap_exit(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_brk")]
 pub fn lt_brk_enter(ctx: TracePointContext) -> u32 {
+    if bench_floor() {
+        return 0;
+    }
     let Some(tid) = target_thread() else { return 0 };
     let requested = arg(&ctx, 0);
     let flags = creation_flags(tid);
@@ -247,6 +268,9 @@ pub fn lt_brk_enter(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_exit_brk")]
 pub fn lt_brk_exit(ctx: TracePointContext) -> u32 {
+    if bench_floor() {
+        return 0;
+    }
     let Some(tid) = target_thread() else { return 0 };
     let Some(call) = take(tid, kind::BRK) else { return 0 };
     let mut ev = event(tid, kind::BRK, &call);

@@ -7,6 +7,7 @@
 //! carved from them are already charged to their callers.
 
 pub mod hash;
+mod heap;
 pub mod mappings;
 pub mod sites;
 pub mod stacks;
@@ -15,6 +16,7 @@ use hdrhistogram::Histogram;
 
 use self::{
     hash::AddrMap,
+    heap::ShardedMap,
     mappings::{Owner, RangeTable, Released},
     sites::{SiteIdx, SiteKey, SiteKind, Sites},
     stacks::StackTable,
@@ -25,13 +27,20 @@ const MAP_ANONYMOUS: u64 = 0x20;
 const PROT_EXEC: u32 = 0x4;
 const MREMAP_DONTUNMAP: u64 = 4;
 
-/// A live heap block.
+/// A live heap block: 16 bytes, so that tracking millions of blocks stays cheap.
 #[derive(Debug, Clone, Copy)]
 struct Block {
-    size: u64,
-    born_ns: u64,
+    /// Requested size; `LARGE` for 4 GiB and more (the size is then in `large`).
+    size: u32,
+    /// Milliseconds after the aggregator's epoch (49 days of range).
+    born_ms: u32,
     site: SiteIdx,
+    /// How many blocks it stands for: 1, or with sampling the inverse of the probability
+    /// it was drawn with.
+    weight: f32,
 }
+
+const LARGE: u32 = u32::MAX;
 
 /// What userspace noticed that makes a report less than complete.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -48,18 +57,27 @@ pub struct Coverage {
     pub decode_errors: u64,
     /// Events of a launched child before it exec'd (leaktracer's own code), ignored.
     pub pre_exec_events: u64,
+    /// Blocks not tracked because the live table was full (`--max-live`).
+    pub table_full: u64,
 }
 
 pub struct Aggregator {
     pub sites: Sites,
     pub stacks: StackTable,
     pub coverage: Coverage,
-    heap: AddrMap<Block>,
+    heap: ShardedMap<Block>,
+    /// Sizes of the blocks of 4 GiB and more.
+    large: AddrMap<u64>,
+    /// CLOCK_MONOTONIC nanoseconds that heap birth times count from.
+    epoch_ns: u64,
     ranges: RangeTable,
     brk: Option<u64>,
     await_exec: bool,
     page: u64,
     released: Vec<Released>,
+    /// At most this many live heap blocks are tracked, so memory stays bounded even when
+    /// lost events leave frees unseen.
+    max_live: usize,
 }
 
 /// Age of live allocations, in seconds.
@@ -85,7 +103,8 @@ pub struct Totals {
 /// Live (count, bytes) per site at one moment, counting only allocations old enough.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LiveFigures {
-    pub per_site: Vec<(u64, u64)>,
+    /// Weighted: exact integers without sampling, estimates with.
+    pub per_site: Vec<(f64, f64)>,
     pub totals: Totals,
 }
 
@@ -100,13 +119,45 @@ impl Aggregator {
             sites: Sites::default(),
             stacks,
             coverage: Coverage::default(),
-            heap: AddrMap::default(),
+            heap: ShardedMap::default(),
+            large: AddrMap::default(),
+            epoch_ns: 0,
             ranges: RangeTable::default(),
             brk,
             await_exec,
             page: crate::target::page_size(),
             released: Vec::new(),
+            max_live: usize::MAX,
         }
+    }
+
+    /// Birth times of heap blocks count from `epoch_ns` (CLOCK_MONOTONIC): the start of
+    /// tracing.
+    pub fn with_epoch(mut self, epoch_ns: u64) -> Self {
+        self.epoch_ns = epoch_ns;
+        self
+    }
+
+    fn born_ms(&self, ts_ns: u64) -> u32 {
+        u32::try_from(ts_ns.saturating_sub(self.epoch_ns) / 1_000_000).unwrap_or(u32::MAX)
+    }
+
+    fn born_ns(&self, block: &Block) -> u64 {
+        self.epoch_ns + u64::from(block.born_ms) * 1_000_000
+    }
+
+    fn size_of(&self, addr: u64, block: &Block) -> u64 {
+        if block.size == LARGE {
+            self.large.get(&addr).copied().unwrap_or(u64::from(LARGE))
+        } else {
+            u64::from(block.size)
+        }
+    }
+
+    /// Caps the live heap table; blocks beyond it are counted, not tracked.
+    pub fn with_max_live(mut self, max_live: usize) -> Self {
+        self.max_live = max_live;
+        self
     }
 
     pub fn apply(&mut self, event: &Event) {
@@ -122,13 +173,15 @@ impl Aggregator {
         self.coverage.events += 1;
         match *event {
             Event::StackSample(ref sample) => self.stacks.add_sample(sample),
-            Event::Alloc { ts_ns, addr, size, stack, func } => self.allocate(ts_ns, addr, size, stack, func),
+            Event::Alloc { ts_ns, addr, size, stack, func, threshold } => {
+                self.allocate(ts_ns, addr, size, stack, func, threshold);
+            }
             Event::Free { addr, .. } => self.free(addr),
-            Event::Realloc { ts_ns, old, addr, size, stack, func } => {
+            Event::Realloc { ts_ns, old, addr, size, stack, func, threshold } => {
                 if old != 0 {
                     self.free(old);
                 }
-                self.allocate(ts_ns, addr, size, stack, func);
+                self.allocate(ts_ns, addr, size, stack, func, threshold);
             }
             Event::Mmap { ts_ns, addr, len, prot, flags, fd, stack, origin } => {
                 if prot & PROT_EXEC != 0 {
@@ -178,6 +231,7 @@ impl Aggregator {
             Event::Exec { .. } => {
                 // A new image: everything of the old one is gone.
                 self.heap.clear();
+                self.large.clear();
                 self.ranges.clear();
                 self.sites.clear_live();
                 self.brk = None;
@@ -186,23 +240,51 @@ impl Aggregator {
         }
     }
 
-    fn allocate(&mut self, ts_ns: u64, addr: u64, size: u64, stack: Option<StackId>, func: u32) {
+    fn allocate(
+        &mut self,
+        ts_ns: u64,
+        addr: u64,
+        size: u64,
+        stack: Option<StackId>,
+        func: u32,
+        threshold: u32,
+    ) {
         let site = self.sites.intern(SiteKey { kind: SiteKind::Heap, stack, func });
         if let Some(id) = stack {
             // Read the stack while the process can still say where its code is. A stack
             // that cannot be read is counted; the block still counts, at its site.
             self.stacks.resolve(id);
         }
-        self.sites.get_mut(site).born(size);
-        if let Some(old) = self.heap.insert(addr, Block { size, born_ns: ts_ns, site }) {
-            self.coverage.address_reused += 1;
-            self.sites.get_mut(old.site).released(old.size, true);
+        if self.heap.len() >= self.max_live && !self.heap.contains_key(&addr) {
+            self.coverage.table_full += 1;
+            return;
         }
+        let weight = weight_of(threshold);
+        self.sites.get_mut(site).born(size, f64::from(weight));
+        if self.heap.contains_key(&addr) {
+            self.coverage.address_reused += 1;
+            self.free(addr);
+        }
+        let compact = match u32::try_from(size) {
+            Ok(small) if small != LARGE => small,
+            _ => {
+                self.large.insert(addr, size);
+                LARGE
+            }
+        };
+        let born_ms = self.born_ms(ts_ns);
+        self.heap.insert(addr, Block { size: compact, born_ms, site, weight });
     }
 
     fn free(&mut self, addr: u64) {
         match self.heap.remove(&addr) {
-            Some(block) => self.sites.get_mut(block.site).released(block.size, true),
+            Some(block) => {
+                let size = self.size_of(addr, &block);
+                if block.size == LARGE {
+                    self.large.remove(&addr);
+                }
+                self.sites.get_mut(block.site).released(size, true, f64::from(block.weight));
+            }
             None => self.coverage.unknown_frees += 1,
         }
     }
@@ -227,7 +309,7 @@ impl Aggregator {
         self.charge(&released);
         self.released = released;
         if let Owner::Site(s) = owner {
-            self.sites.get_mut(s).born(len);
+            self.sites.get_mut(s).born(len, 1.0);
         }
     }
 
@@ -242,7 +324,7 @@ impl Aggregator {
     fn charge(&mut self, released: &[Released]) {
         for r in released {
             if let Owner::Site(s) = r.owner {
-                self.sites.get_mut(s).released(r.bytes, r.whole);
+                self.sites.get_mut(s).released(r.bytes, r.whole, 1.0);
             }
         }
     }
@@ -255,32 +337,36 @@ impl Aggregator {
     /// (totals count everything).
     pub fn live_figures(&self, now_ns: u64, min_age_ns: u64) -> LiveFigures {
         let old_enough = |born: u64| now_ns.saturating_sub(born) >= min_age_ns;
-        let mut per_site = vec![(0u64, 0u64); self.sites.len()];
+        let mut per_site = vec![(0.0, 0.0); self.sites.len()];
         let mut totals = Totals { sites: self.sites.len() as u64, ..Totals::default() };
-        for block in self.heap.values() {
-            totals.heap_bytes += block.size;
-            totals.heap_blocks += 1;
-            if old_enough(block.born_ns) {
+        let (mut heap_blocks, mut heap_bytes) = (0.0, 0.0);
+        for (&addr, block) in self.heap.iter() {
+            let weight = f64::from(block.weight);
+            let size = self.size_of(addr, block) as f64;
+            heap_blocks += weight;
+            heap_bytes += size * weight;
+            if old_enough(self.born_ns(block)) {
                 let l = &mut per_site[block.site as usize];
-                l.0 += 1;
-                l.1 += block.size;
+                l.0 += weight;
+                l.1 += size * weight;
             }
         }
+        (totals.heap_blocks, totals.heap_bytes) = (heap_blocks.round() as u64, heap_bytes.round() as u64);
         for range in self.ranges.iter() {
             match range.owner {
                 Owner::Site(s) => {
                     totals.mapped_bytes += range.bytes;
                     if old_enough(range.born_ns) {
                         let l = &mut per_site[s as usize];
-                        l.0 += 1;
-                        l.1 += range.bytes;
+                        l.0 += 1.0;
+                        l.1 += range.bytes as f64;
                     }
                 }
                 Owner::Allocator => totals.allocator_bytes += range.bytes,
                 Owner::Loader => totals.loader_bytes += range.bytes,
             }
         }
-        totals.live_sites = per_site.iter().filter(|l| l.0 > 0).count() as u64;
+        totals.live_sites = per_site.iter().filter(|l| l.0 > 0.0).count() as u64;
         LiveFigures { per_site, totals }
     }
 
@@ -302,7 +388,7 @@ impl Aggregator {
             }
         };
         for block in self.heap.values() {
-            record(block.site, block.born_ns);
+            record(block.site, self.born_ns(block));
         }
         for range in self.ranges.iter() {
             if let Owner::Site(s) = range.owner {
@@ -321,6 +407,11 @@ impl Aggregator {
             })
             .collect()
     }
+}
+
+/// The weight of a block drawn with `threshold` (0: not sampled, weight 1).
+fn weight_of(threshold: u32) -> f32 {
+    if threshold == 0 { 1.0 } else { (f64::from(u32::MAX) / f64::from(threshold)) as f32 }
 }
 
 #[cfg(test)]

@@ -40,33 +40,37 @@ pub struct SiteKey {
 /// Index of a site in [`Sites`]; also its stable id within the run.
 pub type SiteIdx = u32;
 
-/// Running figures of one site.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Running figures of one site. Each allocation counts with its weight: 1 when every
+/// allocation is traced (the figures are then exact integers, far below f64's 2^53),
+/// the inverse of its sampling probability when sampling (unbiased estimates).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Site {
     pub key: SiteKey,
-    pub live_count: u64,
-    pub live_bytes: u64,
-    pub allocs: u64,
-    pub frees: u64,
-    pub alloc_bytes: u64,
-    pub free_bytes: u64,
+    pub live_count: f64,
+    pub live_bytes: f64,
+    pub allocs: f64,
+    pub frees: f64,
+    pub alloc_bytes: f64,
+    pub free_bytes: f64,
 }
 
 impl Site {
-    pub(crate) fn born(&mut self, bytes: u64) {
-        self.allocs += 1;
+    pub(crate) fn born(&mut self, bytes: u64, weight: f64) {
+        let bytes = bytes as f64 * weight;
+        self.allocs += weight;
         self.alloc_bytes += bytes;
-        self.live_count += 1;
+        self.live_count += weight;
         self.live_bytes += bytes;
     }
 
     /// `bytes` of one allocation released; `whole` when nothing of it remains.
-    pub(crate) fn released(&mut self, bytes: u64, whole: bool) {
+    pub(crate) fn released(&mut self, bytes: u64, whole: bool, weight: f64) {
+        let bytes = bytes as f64 * weight;
         self.free_bytes += bytes;
-        self.live_bytes = self.live_bytes.saturating_sub(bytes);
+        self.live_bytes = (self.live_bytes - bytes).max(0.0);
         if whole {
-            self.frees += 1;
-            self.live_count = self.live_count.saturating_sub(1);
+            self.frees += weight;
+            self.live_count = (self.live_count - weight).max(0.0);
         }
     }
 }
@@ -83,12 +87,12 @@ impl Sites {
         *self.index.entry(key).or_insert_with(|| {
             self.list.push(Site {
                 key,
-                live_count: 0,
-                live_bytes: 0,
-                allocs: 0,
-                frees: 0,
-                alloc_bytes: 0,
-                free_bytes: 0,
+                live_count: 0.0,
+                live_bytes: 0.0,
+                allocs: 0.0,
+                frees: 0.0,
+                alloc_bytes: 0.0,
+                free_bytes: 0.0,
             });
             (self.list.len() - 1) as SiteIdx
         })
@@ -117,8 +121,8 @@ impl Sites {
     /// Zeroes what is live (the image was replaced by exec); totals stay.
     pub fn clear_live(&mut self) {
         for site in &mut self.list {
-            site.live_count = 0;
-            site.live_bytes = 0;
+            site.live_count = 0.0;
+            site.live_bytes = 0.0;
         }
     }
 }

@@ -3,6 +3,18 @@ use std::collections::HashMap;
 use proptest::prelude::*;
 
 use super::{stacks::*, *};
+
+/// Figures without sampling are exact integers.
+trait IntoExact {
+    fn into_exact(self) -> (u64, u64);
+}
+
+impl IntoExact for (f64, f64) {
+    fn into_exact(self) -> (u64, u64) {
+        assert!(self.0.fract() == 0.0 && self.1.fract() == 0.0, "not exact: {self:?}");
+        (self.0 as u64, self.1 as u64)
+    }
+}
 use crate::{symbolize::modules::ModuleMap, target::maps};
 
 struct Fixed(HashMap<StackId, RawStack>);
@@ -28,7 +40,14 @@ fn aggregator() -> Aggregator {
 }
 
 fn alloc(ts: u64, addr: u64, size: u64, stack: u64) -> Event {
-    Event::Alloc { ts_ns: ts, addr, size, stack: Some(StackId(stack)), func: tracer_ebpf::func::MALLOC }
+    Event::Alloc {
+        ts_ns: ts,
+        addr,
+        size,
+        stack: Some(StackId(stack)),
+        func: tracer_ebpf::func::MALLOC,
+        threshold: 0,
+    }
 }
 
 fn free(addr: u64) -> Event {
@@ -44,7 +63,8 @@ fn live_of(agg: &Aggregator, stack: u64, kind: SiteKind) -> (u64, u64) {
     agg.sites
         .iter()
         .filter(|(_, s)| s.key.stack == Some(StackId(stack)) && s.key.kind == kind)
-        .fold((0, 0), |(c, b), (_, s)| (c + s.live_count, b + s.live_bytes))
+        .fold((0.0, 0.0), |(c, b), (_, s)| (c + s.live_count, b + s.live_bytes))
+        .into_exact()
 }
 
 #[test]
@@ -74,6 +94,7 @@ fn realloc_moves_the_block_to_the_realloc_site() {
         size: 40,
         stack: Some(StackId(2)),
         func: 3,
+        threshold: 0,
     });
     assert_eq!(live_of(&agg, 1, SiteKind::Heap), (0, 0));
     assert_eq!(live_of(&agg, 2, SiteKind::Heap), (1, 40));
@@ -85,6 +106,7 @@ fn realloc_moves_the_block_to_the_realloc_site() {
         size: 8,
         stack: Some(StackId(2)),
         func: 3,
+        threshold: 0,
     });
     assert_eq!(live_of(&agg, 2, SiteKind::Heap), (2, 48));
     assert_eq!(agg.coverage.unknown_frees, 1);
@@ -181,11 +203,11 @@ fn live_figures_leave_out_young_blocks_and_ages_are_per_group() {
     let (s1, s2) = (site(1), site(2));
 
     let all = agg.live_figures(10 * s, 0);
-    assert_eq!(all.per_site[s1 as usize], (4, 40));
-    assert_eq!(all.per_site[s2 as usize], (1, 1000));
+    assert_eq!(all.per_site[s1 as usize], (4.0, 40.0));
+    assert_eq!(all.per_site[s2 as usize], (1.0, 1000.0));
     // Only blocks at least 8.5 s old: those born at 0 and 1 s. Totals count all.
     let old = agg.live_figures(10 * s, 8_500_000_000);
-    assert_eq!(old.per_site[s1 as usize], (2, 20));
+    assert_eq!(old.per_site[s1 as usize], (2.0, 20.0));
     assert_eq!(old.totals.heap_bytes, 1040);
 
     // Site 1 alone in group 0; site 2 in no group.
@@ -201,6 +223,54 @@ fn live_figures_leave_out_young_blocks_and_ages_are_per_group() {
     group_of[s2 as usize] = 0;
     let ages = agg.ages(10 * s, 9_500_000_000, &group_of, 1);
     assert_eq!((ages[0].p50, ages[0].max), (10.0, 10.0));
+}
+
+#[test]
+fn sampled_blocks_count_with_their_weight_and_frees_take_it_back() {
+    let mut agg = aggregator();
+    // Drawn with probability 1/4 each: every one stands for four.
+    let quarter = u32::MAX / 4;
+    for i in 0..10 {
+        agg.apply(&Event::Alloc {
+            ts_ns: 0,
+            addr: 0x100 + i * 16,
+            size: 64,
+            stack: Some(StackId(1)),
+            func: 1,
+            threshold: quarter,
+        });
+    }
+    agg.apply(&free(0x100));
+    let (count, bytes) = agg.live_figures(0, 0).per_site[0];
+    assert!((count - 36.0).abs() < 1e-3, "{count}");
+    assert!((bytes - 36.0 * 64.0).abs() < 0.1, "{bytes}");
+    let site = agg.sites.get(0);
+    assert!((site.allocs - 40.0).abs() < 1e-3 && (site.frees - 4.0).abs() < 1e-3);
+}
+
+#[test]
+fn a_full_live_table_counts_instead_of_growing() {
+    let mut agg = aggregator().with_max_live(3);
+    for i in 0..5 {
+        agg.apply(&alloc(0, 0x100 + i * 16, 8, 1));
+    }
+    assert_eq!(live_of(&agg, 1, SiteKind::Heap), (3, 24));
+    assert_eq!(agg.coverage.table_full, 2);
+    // A slot frees up: tracking resumes.
+    agg.apply(&free(0x100));
+    agg.apply(&alloc(0, 0x900, 8, 1));
+    assert_eq!(live_of(&agg, 1, SiteKind::Heap), (3, 24));
+}
+
+#[test]
+fn blocks_of_four_gib_and_more_keep_their_size() {
+    let mut agg = aggregator();
+    agg.apply(&alloc(0, 0x100, 5 << 30, 1));
+    agg.apply(&alloc(0, 0x200, u64::from(u32::MAX), 1));
+    assert_eq!(live_of(&agg, 1, SiteKind::Heap), (2, (5 << 30) + u64::from(u32::MAX)));
+    agg.apply(&free(0x100));
+    assert_eq!(live_of(&agg, 1, SiteKind::Heap), (1, u64::from(u32::MAX)));
+    assert!(agg.large.len() == 1);
 }
 
 #[derive(Debug, Clone)]
@@ -241,7 +311,7 @@ proptest! {
                 Op::Realloc { slot, size, stack } => {
                     let old = 0x1000 + u64::from(slot) * 16;
                     next += 16;
-                    agg.apply(&Event::Realloc { ts_ns: 0, old, addr: next, size: u64::from(size), stack: Some(StackId(u64::from(stack))), func: 3 });
+                    agg.apply(&Event::Realloc { ts_ns: 0, old, addr: next, size: u64::from(size), stack: Some(StackId(u64::from(stack))), func: 3, threshold: 0 });
                     model.remove(&old);
                     model.insert(next, (u64::from(size), u64::from(stack)));
                 }
@@ -253,8 +323,8 @@ proptest! {
         }
         let figures = agg.live_figures(0, 0);
         prop_assert_eq!(figures.totals.heap_bytes, model.values().map(|(s, _)| s).sum::<u64>());
-        let by_sites: u64 = figures.per_site.iter().map(|f| f.1).sum();
-        prop_assert_eq!(by_sites, figures.totals.heap_bytes);
+        let by_sites: f64 = figures.per_site.iter().map(|f| f.1).sum();
+        prop_assert_eq!(by_sites as u64, figures.totals.heap_bytes);
         // The running counters agree with the live table.
         for (idx, site) in agg.sites.iter() {
             prop_assert_eq!(figures.per_site[idx as usize], (site.live_count, site.live_bytes));

@@ -23,12 +23,15 @@ pub enum Origin {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
+    /// `threshold`: with sampling, the probability (scaled to 2^32 - 1) the block was
+    /// drawn with; 0 when every allocation is traced.
     Alloc {
         ts_ns: u64,
         addr: u64,
         size: u64,
         stack: Option<StackId>,
         func: u32,
+        threshold: u32,
     },
     Free {
         ts_ns: u64,
@@ -42,6 +45,7 @@ pub enum Event {
         size: u64,
         stack: Option<StackId>,
         func: u32,
+        threshold: u32,
     },
     Mmap {
         ts_ns: u64,
@@ -139,11 +143,24 @@ impl Event {
         let ts_ns = raw.ts_ns;
         let func = u32::from(raw.func);
         Ok(match raw.kind {
-            kind::ALLOC => Event::Alloc { ts_ns, addr: raw.addr, size: raw.size, stack, func },
+            kind::ALLOC => Event::Alloc {
+                ts_ns,
+                addr: raw.addr,
+                size: raw.size,
+                stack,
+                func,
+                threshold: raw.old_size as u32,
+            },
             kind::FREE => Event::Free { ts_ns, addr: raw.addr },
-            kind::REALLOC => {
-                Event::Realloc { ts_ns, old: raw.old_addr, addr: raw.addr, size: raw.size, stack, func }
-            }
+            kind::REALLOC => Event::Realloc {
+                ts_ns,
+                old: raw.old_addr,
+                addr: raw.addr,
+                size: raw.size,
+                stack,
+                func,
+                threshold: raw.old_size as u32,
+            },
             kind::MMAP => Event::Mmap {
                 ts_ns,
                 addr: raw.addr,

@@ -54,7 +54,10 @@ pub struct ProbePoint {
     pub func: u32,
     pub object: PathBuf,
     pub display: String,
+    /// File offset of the function's entry.
     pub offset: u64,
+    /// Bytes past the entry where the probe goes (see `placement`).
+    pub skip: u64,
 }
 
 /// Candidates of a running process: every file it has executable code mapped from.
@@ -121,8 +124,9 @@ fn is_libc(display: &str) -> bool {
 }
 
 /// Chooses, for each function, the object that provides it, and where. Functions that
-/// share an address (aliases) are probed once.
-pub fn choose(candidates: &[Candidate]) -> Vec<ProbePoint> {
+/// share an address (aliases) are probed once. With `fast`, each probe goes on the
+/// function's first instruction the kernel emulates, when that is safe.
+pub fn choose(candidates: &[Candidate], fast: bool) -> Vec<ProbePoint> {
     let names: Vec<&str> = FUNCTIONS.iter().map(|(n, _)| *n).collect();
     let ranked = candidates
         .iter()
@@ -134,12 +138,13 @@ pub fn choose(candidates: &[Candidate]) -> Vec<ProbePoint> {
             log::debug!("cannot read {}; skipped", candidate.display);
             continue;
         };
-        let Ok(offsets) = elf.function_offsets(&names) else { continue };
+        let Ok(functions) = elf.functions(&names) else { continue };
         for &(name, func) in &FUNCTIONS {
             if provided.contains_key(name) {
                 continue;
             }
-            if let Some(&offset) = offsets.get(name) {
+            if let Some(at) = functions.get(name) {
+                let skip = if fast { super::placement::fast_offset(&at.code, at.vaddr) } else { 0 };
                 provided.insert(
                     name,
                     ProbePoint {
@@ -147,7 +152,8 @@ pub fn choose(candidates: &[Candidate]) -> Vec<ProbePoint> {
                         func,
                         object: candidate.open_path.clone(),
                         display: candidate.display.clone(),
-                        offset,
+                        offset: at.offset,
+                        skip,
                     },
                 );
             }
@@ -184,13 +190,16 @@ mod tests {
     fn libc_provides_the_family_for_an_ordinary_program() {
         let exe = std::fs::read_link("/proc/self/exe").unwrap();
         let maps = crate::target::maps::read(std::process::id()).unwrap();
-        let points = choose(&candidates_from_maps(std::process::id(), &maps, &exe));
+        let points = choose(&candidates_from_maps(std::process::id(), &maps, &exe), true);
         let malloc = points.iter().find(|p| p.name == "malloc").expect("malloc is provided");
         assert!(is_libc(&malloc.display), "{}", malloc.display);
         assert!(points.iter().any(|p| p.name == "free"));
         // Probing an alias twice would count each call twice.
         let unique: HashSet<_> = points.iter().map(|p| (&p.object, p.offset)).collect();
         assert_eq!(unique.len(), points.len());
+        // glibc's free starts with a test (single-stepped): its probe moves past it.
+        let free = points.iter().find(|p| p.name == "free").unwrap();
+        assert!(free.skip > 0, "{free:?}");
     }
 
     #[test]

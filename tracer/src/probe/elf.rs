@@ -13,6 +13,16 @@ pub enum ElfError {
     Parse { path: String, source: object::Error },
 }
 
+/// A function in a file.
+#[derive(Debug, Clone)]
+pub struct FunctionAt {
+    /// File offset of its first instruction.
+    pub offset: u64,
+    pub vaddr: u64,
+    /// Its machine code.
+    pub code: Vec<u8>,
+}
+
 /// A parsed ELF file, kept only as long as lookups need it.
 pub struct ElfFile {
     data: Vec<u8>,
@@ -32,9 +42,9 @@ impl ElfFile {
         object::File::parse(&*self.data).map_err(|source| ElfError::Parse { path: self.path.clone(), source })
     }
 
-    /// File offsets of the defined functions among `names`, from the dynamic and the
-    /// static symbol tables.
-    pub fn function_offsets(&self, names: &[&str]) -> Result<HashMap<String, u64>, ElfError> {
+    /// Where the defined functions among `names` are, from the dynamic and the static
+    /// symbol tables.
+    pub fn functions(&self, names: &[&str]) -> Result<HashMap<String, FunctionAt>, ElfError> {
         let file = self.parse()?;
         let mut found = HashMap::new();
         let symbols = file.dynamic_symbols().chain(file.symbols());
@@ -47,7 +57,9 @@ impl ElfFile {
                 continue;
             }
             if let Some(offset) = file_offset(&file, symbol.address()) {
-                found.insert(name.to_string(), offset);
+                let end = usize::try_from(offset + symbol.size()).unwrap_or(usize::MAX).min(self.data.len());
+                let code = self.data.get(offset as usize..end).unwrap_or_default().to_vec();
+                found.insert(name.to_string(), FunctionAt { offset, vaddr: symbol.address(), code });
             }
         }
         Ok(found)
@@ -87,9 +99,9 @@ mod tests {
             .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("libc.so")))
             .expect("the test binary maps libc");
         let elf = ElfFile::open(&libc).unwrap();
-        let found = elf.function_offsets(&["malloc", "free", "no_such_function"]).unwrap();
-        assert!(found["malloc"] > 0);
-        assert!(found["free"] > 0);
+        let found = elf.functions(&["malloc", "free", "no_such_function"]).unwrap();
+        assert!(found["malloc"].offset > 0);
+        assert!(!found["free"].code.is_empty());
         assert!(!found.contains_key("no_such_function"));
     }
 

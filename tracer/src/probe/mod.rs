@@ -6,6 +6,7 @@
 
 pub mod allocator;
 mod elf;
+mod placement;
 
 use std::{num::NonZeroU32, path::Path};
 
@@ -77,11 +78,20 @@ pub struct Probes {
     ebpf: Ebpf,
     counters: PerCpuArray<MapData, u64>,
     uprobes: usize,
+    /// Links by program, to detach them together (see `detach`).
+    uprobe_links: Vec<(&'static str, aya::programs::uprobe::UProbeLinkId)>,
+    tracepoint_links: Vec<(&'static str, aya::programs::trace_point::TracePointLinkId)>,
 }
 
 impl Probes {
     /// Loads every program, filtering on `tgid`, with a ring buffer of `ring_bytes`.
-    pub fn load(tgid: u32, ring_bytes: u32, unwind: Unwind) -> Result<Self, ProbeError> {
+    pub fn load(
+        tgid: u32,
+        ring_bytes: u32,
+        unwind: Unwind,
+        sample_bytes: u64,
+        floor: bool,
+    ) -> Result<Self, ProbeError> {
         if OBJECT.is_empty() {
             return Err(ProbeError::NoObject);
         }
@@ -96,6 +106,8 @@ impl Probes {
             .override_global(global::TARGET_TGID, &tgid, true)
             .override_global(global::WAKEUP_BYTES, &u64::from(ring_bytes / 8), true)
             .override_global(global::UNWIND_MODE, &mode, true)
+            .override_global(global::SAMPLE_BYTES, &sample_bytes, true)
+            .override_global(global::BENCH_FLOOR, &u32::from(floor), true)
             .map_max_entries(map::EVENTS, ring_bytes)
             .load(OBJECT)?;
         let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
@@ -112,7 +124,7 @@ impl Probes {
         let counters = ebpf.take_map(map::COUNTERS).ok_or(ProbeError::MissingMap(map::COUNTERS))?;
         let counters = PerCpuArray::try_from(counters)
             .map_err(|source| ProbeError::Map { name: map::COUNTERS, source })?;
-        Ok(Self { ebpf, counters, uprobes: 0 })
+        Ok(Self { ebpf, counters, uprobes: 0, uprobe_links: Vec::new(), tracepoint_links: Vec::new() })
     }
 
     /// Attaches the syscall and scheduler tracepoints.
@@ -123,10 +135,11 @@ impl Probes {
                 .program_mut(program)
                 .and_then(|p| p.try_into().ok())
                 .ok_or(ProbeError::MissingProgram(program))?;
-            tp.attach(category, name).map_err(|source| ProbeError::Attach {
+            let link = tp.attach(category, name).map_err(|source| ProbeError::Attach {
                 what: format!("tracepoint {category}:{name}"),
                 source,
             })?;
+            self.tracepoint_links.push((program, link));
         }
         Ok(())
     }
@@ -158,14 +171,51 @@ impl Probes {
             .program_mut(program)
             .and_then(|p| p.try_into().ok())
             .ok_or(ProbeError::MissingProgram(program))?;
-        let at = UProbeAttachPoint { location: point.offset.into(), cookie: Some(u64::from(point.func)) };
-        probe.attach(at, &point.object, scope).map_err(|source| ProbeError::Attach {
+        let at = UProbeAttachPoint {
+            location: (point.offset + point.skip).into(),
+            cookie: Some(u64::from(point.func)),
+        };
+        let link = probe.attach(at, &point.object, scope).map_err(|source| ProbeError::Attach {
             what: format!("{} in {}", point.name, point.display),
             source,
         })?;
-        log::info!("{program} on {} at {:#x} in {}", point.name, point.offset, point.display);
+        self.uprobe_links.push((program, link));
+        let skip = if point.skip == 0 { String::new() } else { format!("+{}", point.skip) };
+        log::info!(
+            "{program} on {}{skip} (file offset {:#x}) in {}",
+            point.name,
+            point.offset + point.skip,
+            point.display
+        );
         self.uprobes += 1;
         Ok(())
+    }
+
+    /// Detaches everything, all links at once: each detach waits for the kernel to be
+    /// done with the probe (about a tenth of a second each for uprobes here), and those
+    /// waits overlap. Then the programs go. Nothing of ours stays in the kernel.
+    pub fn detach(mut self) {
+        let mut links: Vec<Box<dyn Send>> = Vec::new();
+        for (program, id) in std::mem::take(&mut self.uprobe_links) {
+            if let Some(p) = self.ebpf.program_mut(program).and_then(|p| <&mut UProbe>::try_from(p).ok())
+                && let Ok(link) = p.take_link(id)
+            {
+                links.push(Box::new(link));
+            }
+        }
+        for (program, id) in std::mem::take(&mut self.tracepoint_links) {
+            if let Some(p) = self.ebpf.program_mut(program).and_then(|p| <&mut TracePoint>::try_from(p).ok())
+                && let Ok(link) = p.take_link(id)
+            {
+                links.push(Box::new(link));
+            }
+        }
+        std::thread::scope(|scope| {
+            for link in links {
+                scope.spawn(move || drop(link));
+            }
+        });
+        drop(self);
     }
 
     /// Number of uprobes attached.
@@ -187,6 +237,12 @@ impl Probes {
         let name = map::UNWIND_RULES;
         let m = self.ebpf.take_map(name).ok_or(ProbeError::MissingMap(name))?;
         BpfHashMap::try_from(m).map_err(|source| ProbeError::Map { name, source })
+    }
+
+    pub fn take_rule_generation(&mut self) -> Result<aya::maps::Array<MapData, u32>, ProbeError> {
+        let name = map::RULE_GENERATION;
+        let m = self.ebpf.take_map(name).ok_or(ProbeError::MissingMap(name))?;
+        aya::maps::Array::try_from(m).map_err(|source| ProbeError::Map { name, source })
     }
 
     pub fn counters(&self) -> KernelCounters {

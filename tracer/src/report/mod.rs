@@ -37,6 +37,7 @@ pub struct ReportContext<'a> {
     pub rss_bytes: Option<u64>,
     pub memory_limit: Option<MemoryLimit>,
     pub kernel: KernelCounters,
+    pub sample_bytes: u64,
 }
 
 /// Builds reports, keeping symbolized frames and site identities for the whole run.
@@ -76,15 +77,16 @@ impl Reporter {
         let figures = agg.live_figures(ctx.now_ns, ctx.min_age_ns);
         let all = self.groups();
         let live_sites =
-            all.iter().filter(|g| g.members.iter().any(|&m| figures.per_site[m as usize].0 > 0)).count();
+            all.iter().filter(|g| g.members.iter().any(|&m| figures.per_site[m as usize].0 > 0.0)).count();
         let sites_total = all.len();
         let ranked = group::rank(
             all.into_iter()
                 .map(|g| {
-                    let (live_count, live_bytes) = g.members.iter().fold((0, 0), |(c, b), &m| {
+                    let (live_count, live_bytes) = g.members.iter().fold((0.0, 0.0), |(c, b), &m| {
                         let (mc, mb) = figures.per_site[m as usize];
                         (c + mc, b + mb)
                     });
+                    let (live_count, live_bytes) = (live_count.round() as u64, live_bytes.round() as u64);
                     let verdict = verdicts.get(g.first);
                     let suspect = verdict.and_then(|v| match v.verdict {
                         Verdict::Leak => Some(0),
@@ -118,10 +120,13 @@ impl Reporter {
                     SiteKind::Mmap { file } => ("mmap", Some(if file { "file" } else { "anonymous" })),
                     SiteKind::Brk => ("brk", None),
                 };
-                let (allocs, alloc_bytes, frees) = group.members.iter().fold((0, 0, 0), |(a, ab, f), &m| {
-                    let s = agg.sites.get(m);
-                    (a + s.allocs, ab + s.alloc_bytes, f + s.frees)
-                });
+                let (allocs, alloc_bytes, frees) =
+                    group.members.iter().fold((0.0, 0.0, 0.0), |(a, ab, f), &m| {
+                        let s = agg.sites.get(m);
+                        (a + s.allocs, ab + s.alloc_bytes, f + s.frees)
+                    });
+                let (allocs, alloc_bytes, frees) =
+                    (allocs.round() as u64, alloc_bytes.round() as u64, frees.round() as u64);
                 let verdict = verdicts.get(group.first);
                 let frames =
                     site.key.stack.map(|id| self.symbols.frames(&agg.stacks, id)).unwrap_or_default();
@@ -188,7 +193,10 @@ impl Reporter {
                 memory_limit_source: ctx.memory_limit.map(|l| l.source.describe().to_string()),
                 limit_eta_s,
             },
-            coverage: coverage(agg.coverage, &agg.stacks, ctx.kernel),
+            coverage: CoverageInfo {
+                sample_bytes: ctx.sample_bytes,
+                ..coverage(agg.coverage, &agg.stacks, ctx.kernel)
+            },
             totals: SiteTotals { sites: sites_total as u64, live_sites: live_sites as u64 },
             sites,
             modules: modules
@@ -243,7 +251,8 @@ fn coverage(user: Coverage, stacks: &StackTable, kernel: KernelCounters) -> Cove
         unknown_frees: user.unknown_frees,
         unknown_unmaps: user.unknown_unmaps,
         address_reused: user.address_reused,
-        dropped: kernel.dropped,
+        dropped: kernel.dropped + user.table_full,
         decode_errors: user.decode_errors,
+        sample_bytes: 0,
     }
 }

@@ -97,10 +97,15 @@ pub struct CoverageInfo {
     pub unknown_unmaps: u64,
     /// Blocks returned at an address still live: a free was missed.
     pub address_reused: u64,
-    /// Allocations lost because a kernel map was full.
+    /// Allocations lost because a kernel map, or the live table (`--max-live`), was full.
     pub dropped: u64,
     /// Records that could not be decoded.
     pub decode_errors: u64,
+    /// With `--sample-bytes`: the mean number of bytes between samples. Figures are then
+    /// estimates (each sampled block counts 1/p times); 0 means every allocation is
+    /// traced and the figures are exact.
+    #[serde(default)]
+    pub sample_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -43,6 +43,10 @@ pub fn render(report: &Report, all: bool, out: &mut dyn Write) -> io::Result<()>
             missed.push(format!("{n} {what}"));
         }
     }
+    if c.sample_bytes > 0 {
+        missed
+            .push(format!("figures are estimates from sampling every {} on average", bytes(c.sample_bytes)));
+    }
     writeln!(
         out,
         "coverage: {} events{}",

@@ -117,10 +117,10 @@ mod tests {
         let mut sites = Sites::default();
         let leak = sites.intern(SiteKey { kind: SiteKind::Heap, stack: Some(StackId(1)), func: 1 });
         let flat = sites.intern(SiteKey { kind: SiteKind::Heap, stack: Some(StackId(2)), func: 1 });
-        sites.get_mut(flat).born(100);
+        sites.get_mut(flat).born(100, 1.0);
         let mut verdicts = Verdicts::default();
         for tick in 0..40 {
-            sites.get_mut(leak).born(64);
+            sites.get_mut(leak).born(64, 1.0);
             verdicts.sample(f64::from(tick) * 0.5, &sites, Some(1_000_000 + 4096 * u64::from(tick as u32)));
             verdicts.evaluate([(leak, &[leak][..]), (flat, &[flat][..])].into_iter());
         }

@@ -8,8 +8,9 @@ use crate::aggregate::sites::{SiteIdx, Sites};
 struct SiteSeries {
     /// Index in `times` of this site's first sample (it did not exist before).
     start: usize,
-    counts: Vec<u64>,
-    bytes: Vec<u64>,
+    // f32: a series is for trends, and this halves its memory.
+    counts: Vec<f32>,
+    bytes: Vec<f32>,
 }
 
 #[derive(Debug)]
@@ -39,8 +40,8 @@ impl SeriesStore {
         self.sites.resize_with(sites.len(), || SiteSeries { start: index, ..SiteSeries::default() });
         for (idx, site) in sites.iter() {
             let series = &mut self.sites[idx as usize];
-            series.counts.push(site.live_count);
-            series.bytes.push(site.live_bytes);
+            series.counts.push(site.live_count as f32);
+            series.bytes.push(site.live_bytes as f32);
         }
     }
 
@@ -74,8 +75,8 @@ impl SeriesStore {
         for s in series {
             let offset = s.start - start;
             for (i, (c, b)) in s.counts.iter().zip(&s.bytes).enumerate() {
-                counts[offset + i] += *c as f64;
-                bytes[offset + i] += *b as f64;
+                counts[offset + i] += f64::from(*c);
+                bytes[offset + i] += f64::from(*b);
             }
         }
         (self.times[start..].to_vec(), counts, bytes)
@@ -105,11 +106,11 @@ mod tests {
         let mut store = SeriesStore::new(100);
         let a = sites.intern(key(1));
         for t in 0..3 {
-            sites.get_mut(a).born(10);
+            sites.get_mut(a).born(10, 1.0);
             store.sample(f64::from(t), &sites, Some(100));
         }
         let b = sites.intern(key(2));
-        sites.get_mut(b).born(5);
+        sites.get_mut(b).born(5, 1.0);
         store.sample(3.0, &sites, None);
         let (t, counts, bytes) = store.group(&[a, b]);
         assert_eq!(t, [0.0, 1.0, 2.0, 3.0]);
@@ -129,9 +130,9 @@ mod tests {
             if t == 7 {
                 b = Some(sites.intern(key(2)));
             }
-            sites.get_mut(a).born(1);
+            sites.get_mut(a).born(1, 1.0);
             if let Some(b) = b {
-                sites.get_mut(b).born(2);
+                sites.get_mut(b).born(2, 1.0);
             }
             store.sample(f64::from(t), &sites, None);
             assert!(store.times().len() <= 16);

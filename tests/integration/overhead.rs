@@ -1,0 +1,124 @@
+//! The cheaper ways of tracing must not change what is found: probes moved past the
+//! first instruction see what entry probes see; sampling estimates without bias; a storm
+//! of events overflowing the ring is counted, and memory stays bounded.
+
+use serde_json::Value;
+
+use crate::harness::*;
+
+fn trace(source: &str, args: &[&str]) -> Value {
+    let mut fixture = Fixture::start(&fixture(source));
+    let mut all = vec!["--top", "0", "--interval", "1h"];
+    all.extend_from_slice(args);
+    let tracer = Tracer::attach(fixture.pid(), &all);
+    fixture.go();
+    let run = tracer.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+    fixture.finish();
+    run.final_report()
+}
+
+/// Sites, as comparable data: everything but ids, ages and run-dependent addresses.
+fn sites(report: &Value) -> Vec<String> {
+    let mut out: Vec<String> = report["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let frames: Vec<String> = s["frames"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| format!("{}:{}:{}", f["function"], f["file"], f["line"]))
+                .collect();
+            format!(
+                "{} {} {} live {}/{} allocs {} frees {} | {}",
+                s["kind"],
+                s["allocator"],
+                s["backing"],
+                s["live_count"],
+                s["live_bytes"],
+                s["allocs"],
+                s["frees"],
+                frames.join(" < ")
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn fast_placement_sees_what_entry_probes_see() {
+    let Some(_kernel) = privileged("fast_placement_sees_what_entry_probes_see") else { return };
+    let entry = trace("alloc_family.c", &["--probe-placement", "entry"]);
+    let fast = trace("alloc_family.c", &["--probe-placement", "fast"]);
+    assert_eq!(sites(&fast), sites(&entry));
+    assert_eq!(fast["coverage"]["events"], entry["coverage"]["events"]);
+    assert_eq!(fast["coverage"]["unknown_frees"], entry["coverage"]["unknown_frees"]);
+}
+
+#[test]
+fn sampling_estimates_without_bias_and_drops_unsampled_frees() {
+    let Some(_kernel) = privileged("sampling_estimates_without_bias_and_drops_unsampled_frees") else {
+        return;
+    };
+    let report = trace("sampling.c", &["--sample-bytes", "65536"]);
+    assert_eq!(report["coverage"]["sample_bytes"], 65536);
+    let pages = site_at(&report, "leak_pages");
+    // 20,000 blocks of 4 KiB, each sampled with p = 1 - exp(-1/16) (about 1,200 drawn):
+    // the estimate is within 3% (one standard deviation) of 81,920,000; 15% is five.
+    let bytes = pages["live_bytes"].as_f64().unwrap();
+    assert!((bytes / 81_920_000.0 - 1.0).abs() < 0.15, "estimated {bytes}");
+    let count = pages["live_count"].as_f64().unwrap();
+    assert!((count / 20_000.0 - 1.0).abs() < 0.15, "estimated {count}");
+    // Every sampled churn block was freed, and seen freed.
+    for site in sites_at(&report, "churn") {
+        assert_eq!(live(site).0, 0, "{site}");
+    }
+    // Far fewer events than the 40,000 allocations and 20,000 frees.
+    assert!(report["coverage"]["events"].as_u64().unwrap() < 10_000, "{}", report["coverage"]);
+}
+
+#[test]
+fn a_storm_is_counted_and_memory_stays_bounded() {
+    let Some(_kernel) = privileged("a_storm_is_counted_and_memory_stays_bounded") else { return };
+    let workload = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("alloc_heavy");
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/bench/alloc_heavy.c");
+    let ok = std::process::Command::new("gcc")
+        .args(["-O2", "-pthread", "-o"])
+        .arg(&workload)
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    // A 1 MiB ring for millions of events, and a cap of 50,000 live blocks.
+    let out = std::process::Command::new("/usr/bin/time")
+        .args([
+            "-f",
+            "maxrss_kib %M",
+            LEAKTRACER,
+            "run",
+            "--format",
+            "json",
+            "--ring-mib",
+            "1",
+            "--max-live",
+            "50000",
+            "--",
+        ])
+        .arg(&workload)
+        .arg("2000000")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let coverage = &report["coverage"];
+    assert!(coverage["lost_events"].as_u64().unwrap() > 0, "the storm overflows a 1 MiB ring: {coverage}");
+    assert!(report["process"]["heap_live_blocks"].as_u64().unwrap() <= 50_000, "{}", report["process"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let kib: u64 =
+        stderr.lines().find_map(|l| l.strip_prefix("maxrss_kib ")).unwrap().trim().parse().unwrap();
+    assert!(kib < 200 * 1024, "leaktracer's peak RSS: {kib} KiB");
+}
