@@ -41,3 +41,20 @@ fn without_privileges() {
     assert_clean_failure(&out, "leaktracer needs root privileges");
     assert!(String::from_utf8_lossy(&out.stderr).contains("CAP_BPF"));
 }
+
+#[test]
+fn outputs_that_cannot_work_are_refused_before_anything_starts() {
+    let Some(_kernel) = privileged("outputs_that_cannot_work_are_refused_before_anything_starts") else {
+        return;
+    };
+    let out = Command::new(LEAKTRACER)
+        .args(["run", "--format", "json,svg", "--output", "/tmp/x", "--", "true"])
+        .output()
+        .unwrap();
+    assert_clean_failure(&out, "--output takes a single format");
+    let out = Command::new(LEAKTRACER)
+        .args(["run", "--format", "json", "--output-dir", "/nonexistent/dir", "--", "true"])
+        .output()
+        .unwrap();
+    assert_clean_failure(&out, "cannot write /nonexistent/dir");
+}

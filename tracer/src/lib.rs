@@ -60,9 +60,11 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     runtime.block_on(session::run(prepared, &options))
 }
 
-/// What tracing needs before anything else: logging, and the privileges to trace.
+/// What tracing needs before anything else: logging, sensible outputs, and the
+/// privileges to trace.
 fn begin(options: &cli::TraceOptions) -> anyhow::Result<()> {
     init_logging(options.verbose);
+    report::outputs::check(&options.format, options.output.as_deref(), options.output_dir.as_deref())?;
     privileges::check()?;
     Ok(())
 }

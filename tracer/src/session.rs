@@ -74,15 +74,9 @@ pub async fn run(prepared: Prepared, options: &TraceOptions) -> anyhow::Result<i
         log::debug!("uprobes attached at {:?}", t.elapsed());
         Ok(probes)
     };
-    let mut probes = match attach() {
-        Ok(p) => p,
-        Err(e) => {
-            if let Some(child) = child {
-                child.abandon();
-            }
-            return Err(e);
-        }
-    };
+    // On any error until it is supervised, dropping `child` kills the command, which
+    // never ran.
+    let mut probes = attach()?;
     let stacks = KernelStacks {
         stacks: probes.take_stacks()?,
         rules: probes.take_unwind_rules()?,

@@ -98,6 +98,36 @@ pub struct Outputs {
     export: ExportOptions,
 }
 
+/// Refuses combinations that cannot work, before anything is started.
+pub fn check(
+    formats: &[Format],
+    output: Option<&Path>,
+    output_dir: Option<&Path>,
+) -> Result<(), OutputError> {
+    let mut distinct = formats.to_vec();
+    distinct.dedup();
+    if output.is_some() && (distinct.len() > 1 || output_dir.is_some()) {
+        return Err(OutputError::OutputWithSeveralFormats);
+    }
+    if distinct.len() == 1
+        && distinct[0] == Format::Pprof
+        && output.is_none()
+        && output_dir.is_none()
+        && io::stdout().is_terminal()
+    {
+        return Err(OutputError::BinaryToTerminal);
+    }
+    if let Some(dir) = output_dir
+        && !dir.is_dir()
+    {
+        return Err(OutputError::Create {
+            path: dir.to_path_buf(),
+            source: io::Error::new(io::ErrorKind::NotFound, "no such directory"),
+        });
+    }
+    Ok(())
+}
+
 impl Outputs {
     /// Opens the destinations: stdout or `output` for a single format without
     /// `output_dir`; one file per format in `output_dir` (default: here) otherwise.

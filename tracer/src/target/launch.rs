@@ -36,6 +36,18 @@ pub struct Stopped {
     /// Read end of a close-on-exec pipe: EOF means the exec happened, four bytes are the
     /// errno of a failed exec.
     exec_status: OwnedFd,
+    /// Still only stopped: dropping it kills the child (tracing failed before it ran).
+    pending: bool,
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if self.pending {
+            // SAFETY: signalling and reaping our own child, which never ran.
+            unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
+            let _ = wait(self.pid);
+        }
+    }
 }
 
 /// Forks a child that stops itself, then will exec `argv` once resumed.
@@ -77,7 +89,7 @@ pub fn spawn_stopped(argv: &[String]) -> Result<Stopped, LaunchError> {
     drop(write_end);
     let pid = pid as u32;
     wait_stopped(pid).map_err(spawn_err)?;
-    Ok(Stopped { pid, exe, argv: argv.to_vec(), exec_status: read_end })
+    Ok(Stopped { pid, exe, argv: argv.to_vec(), exec_status: read_end, pending: true })
 }
 
 impl Stopped {
@@ -85,7 +97,9 @@ impl Stopped {
     /// at exec and at exit until the session has read what it needs from `/proc` (a
     /// command that exits at once would otherwise take its memory maps with it). Signals
     /// are passed through unchanged.
-    pub fn supervise(self) -> Result<Supervisor, LaunchError> {
+    pub fn supervise(mut self) -> Result<Supervisor, LaunchError> {
+        // From here the supervisor thread owns the child's fate.
+        self.pending = false;
         let (events_tx, events) = tokio::sync::mpsc::unbounded_channel();
         let (release, release_rx) = std::sync::mpsc::channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -102,13 +116,6 @@ impl Stopped {
                 Err(LaunchError::Spawn { command, source: io::Error::other("supervisor thread ended") })
             }
         }
-    }
-
-    /// Kills a child that will never be resumed (attaching failed).
-    pub fn abandon(self) {
-        // SAFETY: signalling and reaping our own child.
-        unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
-        let _ = wait(self.pid);
     }
 }
 

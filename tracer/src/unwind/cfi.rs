@@ -73,36 +73,11 @@ impl ModuleCfi {
     }
 
     fn build_index(&mut self) {
-        let eh = EhFrame::new(&self.eh_frame, LittleEndian);
-        let mut entries = eh.entries(&self.bases);
-        while let Ok(Some(entry)) = entries.next() {
-            if let gimli::CieOrFde::Fde(partial) = entry
-                && let Ok(fde) = partial.parse(EhFrame::cie_from_offset)
-            {
-                self.index.push(FdeRef {
-                    start: fde.initial_address(),
-                    end: fde.initial_address() + fde.len(),
-                    offset: fde.offset(),
-                    debug_frame: false,
-                });
-            }
-        }
-        let debug = DebugFrame::new(&self.debug_frame, LittleEndian);
-        let mut entries = debug.entries(&self.bases);
-        while let Ok(Some(entry)) = entries.next() {
-            if let gimli::CieOrFde::Fde(partial) = entry
-                && let Ok(fde) = partial.parse(DebugFrame::cie_from_offset)
-            {
-                self.index.push(FdeRef {
-                    start: fde.initial_address(),
-                    end: fde.initial_address() + fde.len(),
-                    offset: fde.offset(),
-                    debug_frame: true,
-                });
-            }
-        }
+        let mut index = fdes(&EhFrame::new(&self.eh_frame, LittleEndian), &self.bases, false);
+        index.extend(fdes(&DebugFrame::new(&self.debug_frame, LittleEndian), &self.bases, true));
         // .eh_frame first among equals: it is what the program itself unwinds with.
-        self.index.sort_by_key(|f| (f.start, f.debug_frame));
+        index.sort_by_key(|f| (f.start, f.debug_frame));
+        self.index = index;
     }
 
     /// The virtual address of a file offset (through the loadable segments).
@@ -142,6 +117,28 @@ impl ModuleCfi {
             NO_RULE
         }
     }
+}
+
+/// Every FDE of a section, as address ranges.
+fn fdes<'a, S>(section: &S, bases: &BaseAddresses, debug_frame: bool) -> Vec<FdeRef>
+where
+    S: UnwindSection<Slice<'a>>,
+{
+    let mut out = Vec::new();
+    let mut entries = section.entries(bases);
+    while let Ok(Some(entry)) = entries.next() {
+        if let gimli::CieOrFde::Fde(partial) = entry
+            && let Ok(fde) = partial.parse(S::cie_from_offset)
+        {
+            out.push(FdeRef {
+                start: fde.initial_address(),
+                end: fde.initial_address() + fde.len(),
+                offset: fde.offset(),
+                debug_frame,
+            });
+        }
+    }
+    out
 }
 
 fn row_rule<'a, S>(
