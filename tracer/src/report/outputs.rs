@@ -1,8 +1,11 @@
 //! Where reports go. Text and NDJSON are streams: a report every interval and a final one.
 //! Folded stacks, SVG and pprof are snapshots of the final report. One format goes to
 //! standard output or `--output`; several (or `--output-dir`) go to one file each, named
-//! `leaktracer-<pid>-<UTC start time>.<ext>`. Files are written under a temporary name
-//! and renamed when complete, so a reader never sees half a file.
+//! `leaktracer-<pid>-<UTC start time>.<ext>`. Streams are written to their file as they
+//! go (`tail -f` works); snapshot files are written under a temporary name and renamed
+//! when complete, so a reader never sees half a file. A destination that is not a regular
+//! file (`/dev/null`, a FIFO, a terminal) is always written in place: renaming over it
+//! would replace a device with a file.
 
 use std::{
     fs::File,
@@ -83,9 +86,26 @@ impl AtomicFile {
     }
 }
 
+/// Where a file destination is written: in place, or through a temporary name.
+fn open_file(path: &Path, format: Format) -> Result<Destination, OutputError> {
+    let create = |source| OutputError::Create { path: path.to_path_buf(), source };
+    let existing = std::fs::metadata(path).ok();
+    if format.streams() || existing.as_ref().is_some_and(|m| !m.is_file()) {
+        let file = File::create(path).map_err(create)?;
+        return Ok(Destination::InPlace { path: path.to_path_buf(), out: BufWriter::new(file) });
+    }
+    // Through a symbolic link, the link stays and its target is replaced.
+    let path = match existing {
+        Some(_) => std::fs::canonicalize(path).map_err(create)?,
+        None => path.to_path_buf(),
+    };
+    Ok(Destination::Atomic(AtomicFile::create(path)?))
+}
+
 enum Destination {
     Stdout,
-    File(AtomicFile),
+    InPlace { path: PathBuf, out: BufWriter<File> },
+    Atomic(AtomicFile),
 }
 
 struct Sink {
@@ -155,9 +175,9 @@ impl Outputs {
             let to = if several {
                 let dir = output_dir.unwrap_or(Path::new("."));
                 let name = format!("leaktracer-{pid}-{stamp}.{}", format.extension());
-                Destination::File(AtomicFile::create(dir.join(name))?)
+                open_file(&dir.join(name), format)?
             } else if let Some(path) = output {
-                Destination::File(AtomicFile::create(path.to_path_buf())?)
+                open_file(path, format)?
             } else {
                 if format == Format::Pprof && io::stdout().is_terminal() {
                     return Err(OutputError::BinaryToTerminal);
@@ -177,14 +197,16 @@ impl Outputs {
         Ok(())
     }
 
-    /// The final report: to every destination; files are then renamed into place.
-    /// Returns the files written.
+    /// The final report: to every destination; snapshot files are then renamed into
+    /// place. Returns the files written.
     pub fn finish(mut self, report: &Report) -> io::Result<Vec<PathBuf>> {
         let mut written = Vec::new();
         for mut sink in self.sinks.drain(..) {
             write_to(&mut sink, report, &self.export)?;
-            if let Destination::File(file) = sink.to {
-                written.push(file.commit()?);
+            match sink.to {
+                Destination::Stdout => {}
+                Destination::InPlace { path, .. } => written.push(path),
+                Destination::Atomic(file) => written.push(file.commit()?),
             }
         }
         Ok(written)
@@ -198,7 +220,12 @@ fn write_to(sink: &mut Sink, report: &Report, export: &ExportOptions) -> io::Res
             render(report, sink.format, export, &mut out)?;
             out.flush()
         }
-        Destination::File(file) => render(report, sink.format, export, &mut file.out),
+        // Flushed whole, so a reader following the file sees complete reports.
+        Destination::InPlace { out, .. } => {
+            render(report, sink.format, export, out)?;
+            out.flush()
+        }
+        Destination::Atomic(file) => render(report, sink.format, export, &mut file.out),
     }
 }
 
@@ -206,7 +233,7 @@ impl Drop for Outputs {
     /// Files not finished (leaktracer failed) are not left half-written under their name.
     fn drop(&mut self) {
         for sink in &self.sinks {
-            if let Destination::File(file) = &sink.to {
+            if let Destination::Atomic(file) = &sink.to {
                 let _ = std::fs::remove_file(&file.tmp);
             }
         }
@@ -239,7 +266,18 @@ mod tests {
             v.sort();
             v
         };
-        assert!(names(&dir).iter().all(|n| n.starts_with('.') && n.ends_with(".tmp")), "{:?}", names(&dir));
+        let pending = names(&dir);
+        assert_eq!(
+            pending.iter().filter(|n| n.starts_with('.') && n.ends_with(".tmp")).count(),
+            3,
+            "{pending:?}"
+        );
+        let ndjson = dir.join("leaktracer-42-20261127T114236Z.ndjson");
+        assert_eq!(
+            std::fs::read_to_string(&ndjson).unwrap().lines().count(),
+            1,
+            "a stream is readable as it goes"
+        );
         let written = outputs.finish(&r).unwrap();
         assert_eq!(written.len(), 4);
         assert_eq!(
@@ -251,8 +289,52 @@ mod tests {
                 "leaktracer-42-20261127T114236Z.svg"
             ]
         );
-        let ndjson = std::fs::read_to_string(dir.join("leaktracer-42-20261127T114236Z.ndjson")).unwrap();
+        let ndjson = std::fs::read_to_string(ndjson).unwrap();
         assert_eq!(ndjson.lines().count(), 2, "the interim report and the final one");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("lt-outputs-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// `--output /dev/null` once replaced /dev/null with a regular file: a FIFO stands in
+    /// for the device here, so a regression cannot break the machine running the test.
+    #[test]
+    fn a_destination_that_is_not_a_file_is_written_in_place() {
+        use std::{ffi::CString, os::unix::ffi::OsStrExt as _, os::unix::fs::FileTypeExt as _};
+        let dir = scratch("fifo");
+        let fifo = dir.join("pipe");
+        let c = CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::read(fifo).unwrap())
+        };
+        let outputs =
+            Outputs::open(&[Format::Folded], Some(&fifo), None, 1, SystemTime::now(), export()).unwrap();
+        outputs.finish(&report(vec![])).unwrap();
+        reader.join().unwrap();
+        assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo(), "still a FIFO");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no temporary file left");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_symbolic_link_stays_and_its_target_is_written() {
+        let dir = scratch("link");
+        let target = dir.join("target.svg");
+        std::fs::write(&target, "old").unwrap();
+        let link = dir.join("link.svg");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let outputs =
+            Outputs::open(&[Format::Svg], Some(&link), None, 1, SystemTime::now(), export()).unwrap();
+        outputs.finish(&report(vec![])).unwrap();
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert!(std::fs::read_to_string(&target).unwrap().starts_with("<?xml"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
