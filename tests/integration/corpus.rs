@@ -68,7 +68,7 @@ fn finish(mut traced: Traced) -> Vec<Value> {
     let run = traced.tracer.wait();
     let _ = traced.program.kill();
     let _ = traced.program.wait();
-    assert!(run.status.success(), "{}", run.stderr);
+    assert!(run.status.success(), "{}: {}", run.status, run.stderr);
     run.reports()
 }
 

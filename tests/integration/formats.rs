@@ -26,7 +26,7 @@ fn session(dir_name: &str, extra: &[&str]) -> (PathBuf, Vec<PathBuf>) {
     let tracer = Tracer::start(cmd);
     fixture.go();
     let run = tracer.stop();
-    assert!(run.status.success(), "{}", run.stderr);
+    assert!(run.status.success(), "{}: {}", run.status, run.stderr);
     fixture.finish();
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();

@@ -21,7 +21,7 @@ fn an_unseen_program_two_leaks_and_a_clean_function() {
     let tracer = Tracer::attach(fixture.pid(), &["--top", "0", "--interval", "1h"]);
     fixture.go();
     let run = tracer.stop();
-    assert!(run.status.success(), "{}", run.stderr);
+    assert!(run.status.success(), "{}: {}", run.status, run.stderr);
     let report = run.final_report();
 
     let session = site_at(&report, "remember_session");
@@ -83,12 +83,27 @@ fn the_target_exits_while_traced() {
     fixture.go();
     fixture.finish(); // the target exits
     let run = tracer.wait();
-    assert!(run.status.success(), "{}", run.stderr);
+    assert!(run.status.success(), "{}: {}", run.status, run.stderr);
     let report = run.final_report();
     let session = site_at(&report, "remember_session");
     assert_eq!(live(session), (40, 40 * 44));
     assert_frame(session, "remember_session", src, line_of(src, "remember_session"));
     assert_eq!(session["frames"][1]["function"], "main");
+}
+
+/// Ctrl-C the moment the banner appears still ends with a final report and status 0:
+/// the handlers are in place before anything is announced.
+#[test]
+fn interrupted_at_the_banner() {
+    let Some(_kernel) = privileged("interrupted_at_the_banner") else { return };
+    let mut fixture = Fixture::start(&fixture("unseen.c"));
+    for _ in 0..5 {
+        let run = Tracer::attach(fixture.pid(), &["--interval", "1h"]).stop();
+        assert!(run.status.success(), "{}: {}", run.status, run.stderr);
+        run.final_report();
+    }
+    fixture.go();
+    fixture.finish();
 }
 
 /// Interim reports come every --interval, and a report ends a --duration run.
@@ -99,7 +114,7 @@ fn interval_and_duration() {
     let tracer = Tracer::attach(fixture.pid(), &["--interval", "1s", "--duration", "3500ms"]);
     fixture.go();
     let run = tracer.wait();
-    assert!(run.status.success(), "{}", run.stderr);
+    assert!(run.status.success(), "{}: {}", run.status, run.stderr);
     let reports = run.reports();
     let interim = reports.iter().filter(|r| r["final"] == false).count();
     assert_eq!(interim, 3, "reports at 1, 2 and 3 s");

@@ -15,7 +15,7 @@ fn check(source: &str, build: Build, callers: &[(&str, &str)], unwind: &str) -> 
     let tracer = Tracer::attach(fixture.pid(), &["--top", "0", "--interval", "1h", "--unwind", unwind]);
     fixture.go();
     let run = tracer.stop();
-    assert!(run.status.success(), "{}", run.stderr);
+    assert!(run.status.success(), "{}: {}", run.status, run.stderr);
     let expected = expectations(&fixture.finish());
     assert_eq!(expected.len(), callers.len(), "expectations printed by {source}");
     let report = run.final_report();

@@ -62,6 +62,10 @@ pub async fn run(prepared: Prepared, options: &TraceOptions) -> anyhow::Result<i
     };
     let pid = target.pid;
     let ring_bytes = options.ring_mib << 20;
+    // Before anything can be announced: a Ctrl-C from then on ends the session with a
+    // final report, never by the default action.
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
 
     let attach = || -> anyhow::Result<Probes> {
         let t = std::time::Instant::now();
@@ -117,8 +121,6 @@ pub async fn run(prepared: Prepared, options: &TraceOptions) -> anyhow::Result<i
         None => Some(PidFd::open(pid).context("cannot watch the target for exit")?),
     };
 
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
     let mut drain_tick = interval(DRAIN_EVERY);
     drain_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut report_tick = interval_at(start + options.interval, options.interval);

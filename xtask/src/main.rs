@@ -23,8 +23,8 @@ enum Task {
     /// Set up, then run every test: unit and property tests, and the privileged
     /// end-to-end tests against real processes (needs root; a skip is a failure here).
     Test {
-        /// Extra arguments for `cargo test` (e.g. a test name filter).
-        #[arg(trailing_var_arg = true)]
+        /// Extra arguments for `cargo test` (e.g. `--test integration overhead`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
     /// Check formatting and clippy (warnings are errors).
