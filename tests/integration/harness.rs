@@ -333,6 +333,22 @@ pub fn sites_at<'a>(report: &'a Value, function: &str) -> Vec<&'a Value> {
     report["sites"].as_array().unwrap().iter().filter(|s| first_function(s) == Some(function)).collect()
 }
 
+/// The sites with a frame, anywhere in their stack, whose function name contains `needle`.
+pub fn sites_through<'a>(report: &'a Value, needle: &str) -> Vec<&'a Value> {
+    report["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| {
+            s["frames"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f["function"].as_str().is_some_and(|n| n.contains(needle)))
+        })
+        .collect()
+}
+
 /// The single site of `function`.
 pub fn site_at<'a>(report: &'a Value, function: &str) -> &'a Value {
     let sites = sites_at(report, function);

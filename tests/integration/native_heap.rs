@@ -128,24 +128,12 @@ fn frees_on_another_thread_leave_nothing_outstanding() {
 fn cpp_operator_new_and_strings() {
     let Some(_kernel) = privileged("cpp_operator_new_and_strings") else { return };
     let report = trace("leak.cpp");
-    let sites = report["sites"].as_array().unwrap();
-    let named = |needle: &str| -> Vec<&Value> {
-        sites
-            .iter()
-            .filter(|s| {
-                s["frames"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|f| f["function"].as_str().is_some_and(|n| n.contains(needle)))
-            })
-            .collect()
-    };
     // 12 Subscribers of 64 bytes through operator new; demangled names in the stack.
-    let subscribe: Vec<_> = named("operator new").into_iter().filter(|s| live(s) == (12, 12 * 64)).collect();
+    let subscribe: Vec<_> =
+        sites_through(&report, "operator new").into_iter().filter(|s| live(s) == (12, 12 * 64)).collect();
     assert_eq!(subscribe.len(), 1, "{}", pretty(&report));
     // Five std::string objects (32 bytes) and their 101-byte buffers.
-    let strings = named("operator new")
+    let strings = sites_through(&report, "operator new")
         .into_iter()
         .filter(|s| live(s) == (5, 5 * 32) || live(s) == (5, 5 * 101))
         .count();
@@ -156,17 +144,7 @@ fn cpp_operator_new_and_strings() {
 fn rust_global_allocator() {
     let Some(_kernel) = privileged("rust_global_allocator") else { return };
     let report = trace("leak.rs");
-    let sites = report["sites"].as_array().unwrap();
-    let record: Vec<&Value> = sites
-        .iter()
-        .filter(|s| {
-            s["frames"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|f| f["function"].as_str().is_some_and(|n| n.contains("leak::record")))
-        })
-        .collect();
+    let record = sites_through(&report, "leak::record");
     assert_eq!(record.len(), 1, "{}", pretty(&report));
     assert_eq!(live(record[0]), (9, 9000));
     assert_eq!(record[0]["allocator"], "malloc");

@@ -94,8 +94,9 @@ pub struct TraceOptions {
     pub output: Option<PathBuf>,
 
     /// Write each format to its own file in DIR, named leaktracer-<pid>-<UTC start
-    /// time>.<txt|ndjson|folded|svg|pb.gz>, complete or not at all. Several formats
-    /// without --output-dir go to the current directory.
+    /// time>.<txt|ndjson|folded|svg|pb.gz>. Text and NDJSON grow report by report;
+    /// folded, SVG and pprof appear complete or not at all. Several formats without
+    /// --output-dir go to the current directory.
     #[arg(long, value_name = "DIR")]
     pub output_dir: Option<PathBuf>,
 

@@ -253,15 +253,16 @@ impl Aggregator {
         if let Some(id) = stack {
             // Read the stack while the process can still say where its code is. A stack
             // that cannot be read is counted; the block still counts, at its site.
-            self.stacks.resolve(id);
+            self.stacks.ensure(id);
         }
-        if self.heap.len() >= self.max_live && !self.heap.contains_key(&addr) {
+        let reused = self.heap.contains_key(&addr);
+        if !reused && self.heap.len() >= self.max_live {
             self.coverage.table_full += 1;
             return;
         }
         let weight = weight_of(threshold);
         self.sites.get_mut(site).born(size, f64::from(weight));
-        if self.heap.contains_key(&addr) {
+        if reused {
             self.coverage.address_reused += 1;
             self.free(addr);
         }

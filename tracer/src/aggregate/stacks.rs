@@ -127,6 +127,13 @@ impl StackTable {
         info
     }
 
+    /// Resolves `id` unless already done, without handing it out (the allocation path).
+    pub fn ensure(&mut self, id: StackId) {
+        if !self.known.contains_key(&id) {
+            self.resolve(id);
+        }
+    }
+
     /// Stacks already resolved (for symbolizing at report time).
     pub fn get(&self, id: StackId) -> Option<&Arc<StackInfo>> {
         self.known.get(&id).and_then(Option::as_ref)

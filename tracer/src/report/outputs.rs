@@ -159,12 +159,10 @@ impl Outputs {
         started: SystemTime,
         export: ExportOptions,
     ) -> Result<Self, OutputError> {
+        check(formats, output, output_dir)?;
         let mut formats = formats.to_vec();
         formats.dedup();
         let several = formats.len() > 1 || output_dir.is_some();
-        if several && output.is_some() {
-            return Err(OutputError::OutputWithSeveralFormats);
-        }
         let stamp: String = humantime::format_rfc3339_seconds(started)
             .to_string()
             .chars()
@@ -179,9 +177,6 @@ impl Outputs {
             } else if let Some(path) = output {
                 open_file(path, format)?
             } else {
-                if format == Format::Pprof && io::stdout().is_terminal() {
-                    return Err(OutputError::BinaryToTerminal);
-                }
                 Destination::Stdout
             };
             sinks.push(Sink { format, to });
