@@ -9,12 +9,20 @@ use std::{
 
 use crate::harness::*;
 
+/// This module's tests.
+pub fn tests() -> Vec<libtest_mimic::Trial> {
+    let mut tests = trials![a_session_leaves_files_the_usual_tools_open, weights_and_only_leaks];
+    tests.push(plain_trial(
+        concat!(module_path!(), "::render_refuses_what_is_not_a_report"),
+        render_refuses_what_is_not_a_report,
+    ));
+    tests
+}
+
 /// Traces the unseen fixture, writing every format into a fresh directory; returns the
 /// directory and the files by extension.
 fn session(dir_name: &str, extra: &[&str]) -> (PathBuf, Vec<PathBuf>) {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(dir_name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch(dir_name);
     let mut fixture = Fixture::start(&fixture("unseen.c"));
     let mut args =
         vec!["--format", "text,json,folded,svg,pprof", "--top", "0", "--interval", "1h", "--output-dir"];
@@ -53,9 +61,7 @@ fn go_pprof(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-#[test]
 fn a_session_leaves_files_the_usual_tools_open() {
-    let Some(_kernel) = privileged("a_session_leaves_files_the_usual_tools_open") else { return };
     let (_dir, files) = session("formats", &[]);
     let names: Vec<String> =
         files.iter().map(|f| f.file_name().unwrap().to_string_lossy().into_owned()).collect();
@@ -114,7 +120,7 @@ fn a_session_leaves_files_the_usual_tools_open() {
     // render reproduces the live files from the saved JSON, byte for byte.
     let ndjson = with_ext(&files, "ndjson");
     for (format, ext) in [("folded", "folded"), ("pprof", "pb.gz"), ("svg", "svg"), ("text", "txt")] {
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("rendered.{ext}"));
+        let out = scratch("rendered").join(format!("rendered.{ext}"));
         let status = Command::new(LEAKTRACER)
             .args(["render", ndjson.to_str().unwrap(), "--format", format, "--output", out.to_str().unwrap()])
             .status()
@@ -131,9 +137,7 @@ fn a_session_leaves_files_the_usual_tools_open() {
     }
 }
 
-#[test]
 fn weights_and_only_leaks() {
-    let Some(_kernel) = privileged("weights_and_only_leaks") else { return };
     let (_dir, files) = session("formats-count", &["--weight", "count"]);
     let folded = std::fs::read_to_string(with_ext(&files, "folded")).unwrap();
     let values: Vec<u64> = folded.lines().map(|l| l.rsplit(' ').next().unwrap().parse().unwrap()).collect();
@@ -148,9 +152,8 @@ fn weights_and_only_leaks() {
     assert_eq!(String::from_utf8(out.stdout).unwrap(), "");
 }
 
-#[test]
 fn render_refuses_what_is_not_a_report() {
-    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("not-a-report.ndjson");
+    let path = scratch("not-a-report").join("not-a-report.ndjson");
     std::fs::write(&path, "hello\n").unwrap();
     let out = Command::new(LEAKTRACER).args(["render", path.to_str().unwrap()]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));

@@ -1,18 +1,26 @@
 //! The privileged test harness: builds fixtures with the real compilers, runs them,
 //! attaches the real `leaktracer` binary, and reads back its JSON reports.
 //!
-//! Tests need root and a kernel with uprobes. Without them a test prints SKIPPED and
-//! why, loudly; `cargo xtask test` sets LEAKTRACER_REQUIRE_PRIVILEGED=1, which turns a
-//! skip into a failure so CI cannot pass by skipping.
+//! Tests run side by side (the runner's default parallelism): each checks only its own
+//! session's kernel objects, by the ids leaktracer held, and writes only to its own
+//! scratch directory. Without root or uprobes every privileged test is reported
+//! IGNORED by the runner, with the reason; `cargo xtask test` sets
+//! LEAKTRACER_REQUIRE_PRIVILEGED=1, which makes that a failure instead.
 
 use std::{
+    collections::BTreeSet,
     io::{BufRead, BufReader, Read, Write},
     path::{Path, PathBuf},
     process::{Child, ChildStdin, ChildStdout, Command, Stdio},
-    sync::{Mutex, OnceLock},
+    sync::{
+        Mutex, OnceLock,
+        atomic::{AtomicU32, Ordering},
+        mpsc,
+    },
     time::{Duration, Instant},
 };
 
+use libtest_mimic::Trial;
 use serde_json::Value;
 
 pub const LEAKTRACER: &str = env!("CARGO_BIN_EXE_leaktracer");
@@ -25,28 +33,54 @@ pub fn corpus_src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/corpus")
 }
 
-/// Serializes the privileged tests: they share kernel state (loaded programs, probes),
-/// and the detach checks count what is loaded.
-static KERNEL: Mutex<()> = Mutex::new(());
-
-/// Returns `None` (after saying SKIPPED) when the tests cannot run here; otherwise a
-/// guard that keeps the other privileged tests out until the test ends.
-pub fn privileged(test: &str) -> Option<std::sync::MutexGuard<'static, ()>> {
+/// Why the privileged tests cannot run here, if they cannot.
+pub fn unprivileged_reason() -> Option<&'static str> {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    let uprobes = Path::new("/sys/bus/event_source/devices/uprobe/type").exists();
-    let reason = if !root {
-        "not running as root"
-    } else if !uprobes {
-        "the kernel has no uprobe PMU"
+    if !root {
+        Some("not running as root")
+    } else if !Path::new("/sys/bus/event_source/devices/uprobe/type").exists() {
+        Some("the kernel has no uprobe PMU")
     } else {
-        return Some(KERNEL.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-    };
-    if std::env::var_os("LEAKTRACER_REQUIRE_PRIVILEGED").is_some() {
-        panic!("{test}: cannot run ({reason}) but LEAKTRACER_REQUIRE_PRIVILEGED is set");
+        None
     }
-    eprintln!("\n!!! SKIPPED {test}: {reason}; run `cargo xtask test` as root !!!\n");
-    None
+}
+
+/// A test needing root and uprobes: ignored (not passed) where it cannot run.
+pub fn trial(name: &str, test: fn()) -> Trial {
+    let name = name.trim_start_matches("integration::").to_string();
+    Trial::test(name, move || {
+        test();
+        Ok(())
+    })
+    .with_ignored_flag(unprivileged_reason().is_some())
+}
+
+/// A test that needs nothing special.
+pub fn plain_trial(name: &str, test: fn()) -> Trial {
+    let name = name.trim_start_matches("integration::").to_string();
+    Trial::test(name, move || {
+        test();
+        Ok(())
+    })
+}
+
+/// `trials![f, g]`: the privileged tests of a module.
+macro_rules! trials {
+    ($($test:ident),* $(,)?) => {
+        vec![$($crate::harness::trial(concat!(module_path!(), "::", stringify!($test)), $test)),*]
+    };
+}
+pub(crate) use trials;
+
+/// A fresh directory of this test's own under the target's scratch space.
+pub fn scratch(name: &str) -> PathBuf {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 /// How a fixture is compiled.
@@ -115,9 +149,13 @@ fn build_from(src: &Path, name: &str, build: Build) -> PathBuf {
         }
         other => panic!("no compiler for .{other}"),
     };
-    cmd.arg(&exe).arg(src.join(name));
+    // Built under a name of this run's, then renamed: another test run building the
+    // same fixture at the same time never sees half a file.
+    let partial = exe.with_extension(format!("{}.partial", std::process::id()));
+    cmd.arg(&partial).arg(src.join(name));
     let out = cmd.output().unwrap_or_else(|e| panic!("cannot run the compiler for {name}: {e}"));
     assert!(out.status.success(), "building {name} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::rename(&partial, &exe).unwrap();
     built.insert(key, exe.clone());
     exe
 }
@@ -210,10 +248,12 @@ impl Drop for Fixture {
 pub struct Tracer {
     pub child: Child,
     pub stderr: String,
+    /// The kernel objects this session holds (eBPF programs and links), by id.
+    pub objects: KernelObjects,
     /// The rest of stderr, and stdout, read on threads so that leaktracer never blocks
     /// writing them (a pipe holds 64 KiB: a few reports).
-    stderr_rest: std::sync::mpsc::Receiver<String>,
-    stdout: std::sync::mpsc::Receiver<String>,
+    stderr_rest: mpsc::Receiver<String>,
+    stdout: mpsc::Receiver<String>,
 }
 
 impl Tracer {
@@ -227,25 +267,32 @@ impl Tracer {
     pub fn start(mut cmd: Command) -> Self {
         let mut child =
             cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("cannot start leaktracer");
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let lines = lines_of(child.stderr.take().unwrap());
         let mut seen = String::new();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let mut line = String::new();
-            let n = stderr.read_line(&mut line).unwrap();
-            seen.push_str(&line);
-            if n == 0 {
-                let status = child.wait().unwrap();
-                panic!("leaktracer exited ({status}) before attaching:\n{seen}");
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) => {
+                    seen.push_str(&line);
+                    if line.starts_with("leaktracer: tracing pid") {
+                        break;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = child.wait().unwrap();
+                    panic!("leaktracer exited ({status}) before attaching:\n{seen}");
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let _ = child.kill();
+                    panic!("leaktracer did not attach within 60 s:\n{seen}");
+                }
             }
-            if line.starts_with("leaktracer: tracing pid") {
-                break;
-            }
-            assert!(Instant::now() < deadline, "leaktracer did not attach:\n{seen}");
         }
-        let stderr_rest = read_all(stderr);
+        let objects = KernelObjects::held_by(child.id());
+        let stderr_rest = collect(lines);
         let stdout = read_all(child.stdout.take().unwrap());
-        Self { child, stderr: seen, stderr_rest, stdout }
+        Self { child, stderr: seen, objects, stderr_rest, stdout }
     }
 
     /// Sends SIGINT, waits, and returns every report it wrote.
@@ -259,13 +306,42 @@ impl Tracer {
         let status = self.child.wait().unwrap();
         let stdout = self.stdout.recv().unwrap_or_default();
         let rest = self.stderr_rest.recv().unwrap_or_default();
-        Run { status, stdout, stderr: self.stderr + &rest }
+        Run { status, stdout, stderr: self.stderr + &rest, objects: self.objects }
     }
 }
 
+/// Lines of a pipe, as they come, on a thread of its own.
+pub fn lines_of(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(pipe);
+        loop {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    if tx.send(line).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// The rest of a stream of lines, as one string once it ends.
+fn collect(lines: mpsc::Receiver<String>) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(lines.into_iter().collect::<String>());
+    });
+    rx
+}
+
 /// Reads a pipe to its end on a thread of its own.
-fn read_all(mut pipe: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
-    let (tx, rx) = std::sync::mpsc::channel();
+fn read_all(mut pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut all = String::new();
         let _ = pipe.read_to_string(&mut all);
@@ -274,11 +350,68 @@ fn read_all(mut pipe: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<S
     rx
 }
 
+/// eBPF programs and links a process holds (from its descriptors' fdinfo), by id.
+#[derive(Debug, Clone, Default)]
+pub struct KernelObjects {
+    pub programs: BTreeSet<u32>,
+    pub links: BTreeSet<u32>,
+    /// Kernel memory charged to its maps and programs.
+    pub memlock: u64,
+}
+
+impl KernelObjects {
+    pub fn held_by(pid: u32) -> Self {
+        let mut objects = Self::default();
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return objects };
+        for fd in fds.filter_map(Result::ok) {
+            let Ok(info) = std::fs::read_to_string(fd.path()) else { continue };
+            for line in info.lines() {
+                let value =
+                    |prefix: &str| line.strip_prefix(prefix).and_then(|v| v.trim().parse::<u64>().ok());
+                if let Some(id) = value("prog_id:") {
+                    objects.programs.insert(id as u32);
+                } else if let Some(id) = value("link_id:") {
+                    objects.links.insert(id as u32);
+                } else if let Some(bytes) = value("memlock:") {
+                    objects.memlock += bytes;
+                }
+            }
+        }
+        objects
+    }
+
+    /// Those of them still in the kernel.
+    pub fn still_loaded(&self) -> (Vec<u32>, Vec<u32>) {
+        let programs: Vec<u32> = aya::programs::loaded_programs()
+            .filter_map(Result::ok)
+            .map(|p| p.id())
+            .filter(|id| self.programs.contains(id))
+            .collect();
+        let links: Vec<u32> = aya::programs::loaded_links()
+            .filter_map(Result::ok)
+            .map(|l| l.id())
+            .filter(|id| self.links.contains(id))
+            .collect();
+        (programs, links)
+    }
+
+    /// Asserts nothing of this session remains in the kernel.
+    pub fn assert_gone(&self) {
+        assert!(!self.programs.is_empty(), "the session held no programs: the check would prove nothing");
+        let (programs, links) = self.still_loaded();
+        assert!(
+            programs.is_empty() && links.is_empty(),
+            "left in the kernel: programs {programs:?}, links {links:?}"
+        );
+    }
+}
+
 /// What a finished leaktracer left.
 pub struct Run {
     pub status: std::process::ExitStatus,
     pub stdout: String,
     pub stderr: String,
+    pub objects: KernelObjects,
 }
 
 impl Run {
@@ -378,32 +511,4 @@ pub fn live(site: &Value) -> (u64, u64) {
 
 pub fn counts(site: &Value) -> (u64, u64) {
     (site["allocs"].as_u64().unwrap(), site["frees"].as_u64().unwrap())
-}
-
-/// eBPF programs of ours still loaded in the kernel (their names start with `lt_`).
-pub fn our_programs() -> Vec<String> {
-    aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .filter_map(|p| p.name_as_str().map(str::to_string))
-        .filter(|n| n.starts_with("lt_"))
-        .collect()
-}
-
-/// BPF links in the kernel whose program is one of ours.
-pub fn our_links() -> usize {
-    let ours: std::collections::HashSet<u32> = aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .filter(|p| p.name_as_str().is_some_and(|n| n.starts_with("lt_")))
-        .map(|p| p.id())
-        .collect();
-    aya::programs::loaded_links().filter_map(Result::ok).filter(|l| ours.contains(&l.program_id())).count()
-}
-
-/// Uprobe definitions left in tracefs (aya falls back to them on old kernels).
-pub fn leftover_uprobe_events() -> Vec<String> {
-    std::fs::read_to_string("/sys/kernel/tracing/uprobe_events")
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
 }

@@ -5,6 +5,16 @@ use serde_json::Value;
 
 use crate::harness::*;
 
+/// This module's tests.
+pub fn tests() -> Vec<libtest_mimic::Trial> {
+    trials![
+        every_allocator_function_and_memory_syscall_exactly,
+        frees_on_another_thread_leave_nothing_outstanding,
+        cpp_operator_new_and_strings,
+        rust_global_allocator
+    ]
+}
+
 /// The site whose first frame is `function` at the `@marker` line of `source`.
 fn site_at_line<'a>(report: &'a Value, function: &str, source: &str, marker: &str) -> &'a Value {
     let line = line_of(source, marker);
@@ -37,9 +47,7 @@ fn trace(source: &str) -> Value {
     run.final_report()
 }
 
-#[test]
 fn every_allocator_function_and_memory_syscall_exactly() {
-    let Some(_kernel) = privileged("every_allocator_function_and_memory_syscall_exactly") else { return };
     let src = "alloc_family.c";
     let report = trace(src);
     let heap = |function, marker, allocator: &[&str], live_count, live_bytes, allocs, frees| {
@@ -104,9 +112,7 @@ fn every_allocator_function_and_memory_syscall_exactly() {
     assert!(coverage["events"].as_u64().unwrap() > 100);
 }
 
-#[test]
 fn frees_on_another_thread_leave_nothing_outstanding() {
-    let Some(_kernel) = privileged("frees_on_another_thread_leave_nothing_outstanding") else { return };
     let src = "threads.c";
     let report = trace(src);
     let produce = site_at_line(&report, "produce_one", src, "produce");
@@ -124,9 +130,7 @@ fn frees_on_another_thread_leave_nothing_outstanding() {
     // tcache) that it allocated internally, where no traced function saw it.
 }
 
-#[test]
 fn cpp_operator_new_and_strings() {
-    let Some(_kernel) = privileged("cpp_operator_new_and_strings") else { return };
     let report = trace("leak.cpp");
     // 12 Subscribers of 64 bytes through operator new; demangled names in the stack.
     let subscribe: Vec<_> =
@@ -140,9 +144,7 @@ fn cpp_operator_new_and_strings() {
     assert_eq!(strings, 2, "{}", pretty(&report));
 }
 
-#[test]
 fn rust_global_allocator() {
-    let Some(_kernel) = privileged("rust_global_allocator") else { return };
     let report = trace("leak.rs");
     let record = sites_through(&report, "leak::record");
     assert_eq!(record.len(), 1, "{}", pretty(&report));

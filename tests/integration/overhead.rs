@@ -6,6 +6,15 @@ use serde_json::Value;
 
 use crate::harness::*;
 
+/// This module's tests.
+pub fn tests() -> Vec<libtest_mimic::Trial> {
+    trials![
+        fast_placement_sees_what_entry_probes_see,
+        sampling_estimates_without_bias_and_drops_unsampled_frees,
+        a_storm_is_counted_and_memory_stays_bounded
+    ]
+}
+
 fn trace(source: &str, args: &[&str]) -> Value {
     let mut fixture = Fixture::start(&fixture(source));
     let mut all = vec!["--top", "0", "--interval", "1h"];
@@ -48,9 +57,7 @@ fn sites(report: &Value) -> Vec<String> {
     out
 }
 
-#[test]
 fn fast_placement_sees_what_entry_probes_see() {
-    let Some(_kernel) = privileged("fast_placement_sees_what_entry_probes_see") else { return };
     let entry = trace("alloc_family.c", &["--probe-placement", "entry"]);
     let fast = trace("alloc_family.c", &["--probe-placement", "fast"]);
     assert_eq!(sites(&fast), sites(&entry));
@@ -58,11 +65,7 @@ fn fast_placement_sees_what_entry_probes_see() {
     assert_eq!(fast["coverage"]["unknown_frees"], entry["coverage"]["unknown_frees"]);
 }
 
-#[test]
 fn sampling_estimates_without_bias_and_drops_unsampled_frees() {
-    let Some(_kernel) = privileged("sampling_estimates_without_bias_and_drops_unsampled_frees") else {
-        return;
-    };
     let report = trace("sampling.c", &["--sample-bytes", "65536"]);
     assert_eq!(report["coverage"]["sample_bytes"], 65536);
     let pages = site_at(&report, "leak_pages");
@@ -80,10 +83,8 @@ fn sampling_estimates_without_bias_and_drops_unsampled_frees() {
     assert!(report["coverage"]["events"].as_u64().unwrap() < 10_000, "{}", report["coverage"]);
 }
 
-#[test]
 fn a_storm_is_counted_and_memory_stays_bounded() {
-    let Some(_kernel) = privileged("a_storm_is_counted_and_memory_stays_bounded") else { return };
-    let workload = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("alloc_heavy");
+    let workload = scratch("storm").join("alloc_heavy");
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/bench/alloc_heavy.c");
     let ok = std::process::Command::new("gcc")
         .args(["-O2", "-pthread", "-o"])

@@ -6,6 +6,20 @@ use serde_json::Value;
 
 use crate::harness::*;
 
+/// This module's tests.
+pub fn tests() -> Vec<libtest_mimic::Trial> {
+    trials![
+        c_through_strdup_and_fopen_with_frame_pointers,
+        c_through_strdup_and_fopen_without_frame_pointers,
+        frame_pointers_alone_lose_the_caller_of_frameless_code,
+        cpp_new_string_vector_make_unique_with_frame_pointers,
+        cpp_new_string_vector_make_unique_without_frame_pointers,
+        rust_vec_string_format_with_frame_pointers,
+        rust_vec_string_format_without_frame_pointers,
+        omitted_frame_pointers_give_complete_stacks
+    ]
+}
+
 /// Traces a fixture built `build`, and checks each `expect FUNCTION COUNT BYTES` line it
 /// printed: the sites whose first frame of the program's own code is FUNCTION, at its
 /// `@FUNCTION` line, with CALLER (`@FUNCTION` → caller from `callers`) the next own frame,
@@ -79,25 +93,19 @@ fn check_fopen(report: &Value) {
     );
 }
 
-#[test]
 fn c_through_strdup_and_fopen_with_frame_pointers() {
-    let Some(_kernel) = privileged("c_through_strdup_and_fopen_with_frame_pointers") else { return };
     let report = check("frames.c", Build::FramePointers, C_CALLERS, "eh-frame");
     check_fopen(&report);
 }
 
-#[test]
 fn c_through_strdup_and_fopen_without_frame_pointers() {
-    let Some(_kernel) = privileged("c_through_strdup_and_fopen_without_frame_pointers") else { return };
     let report = check("frames.c", Build::NoFramePointers, C_CALLERS, "eh-frame");
     check_fopen(&report);
 }
 
 /// The same program walked by frame pointers alone loses the function that called
 /// strdup: what the eh_frame walk fixes (and proof the checks above can fail).
-#[test]
 fn frame_pointers_alone_lose_the_caller_of_frameless_code() {
-    let Some(_kernel) = privileged("frame_pointers_alone_lose_the_caller_of_frameless_code") else { return };
     let mut fixture = Fixture::start(&fixture_built("frames.c", Build::NoFramePointers));
     let tracer =
         Tracer::attach(fixture.pid(), &["--top", "0", "--interval", "1h", "--unwind", "frame-pointers"]);
@@ -115,37 +123,25 @@ fn frame_pointers_alone_lose_the_caller_of_frameless_code() {
     assert_eq!(right, 0, "a frame-pointer walk cannot see intern -> intern_all through strdup");
 }
 
-#[test]
 fn cpp_new_string_vector_make_unique_with_frame_pointers() {
-    let Some(_kernel) = privileged("cpp_new_string_vector_make_unique_with_frame_pointers") else { return };
     check("frames.cpp", Build::FramePointers, CPP_CALLERS, "eh-frame");
 }
 
-#[test]
 fn cpp_new_string_vector_make_unique_without_frame_pointers() {
-    let Some(_kernel) = privileged("cpp_new_string_vector_make_unique_without_frame_pointers") else {
-        return;
-    };
     check("frames.cpp", Build::NoFramePointers, CPP_CALLERS, "eh-frame");
 }
 
-#[test]
 fn rust_vec_string_format_with_frame_pointers() {
-    let Some(_kernel) = privileged("rust_vec_string_format_with_frame_pointers") else { return };
     check("frames.rs", Build::FramePointers, RS_CALLERS, "eh-frame");
 }
 
-#[test]
 fn rust_vec_string_format_without_frame_pointers() {
-    let Some(_kernel) = privileged("rust_vec_string_format_without_frame_pointers") else { return };
     check("frames.rs", Build::NoFramePointers, RS_CALLERS, "eh-frame");
 }
 
 /// A program built with -fomit-frame-pointer throughout: the whole chain, down to main
 /// and the C runtime's entry, and nothing cut short.
-#[test]
 fn omitted_frame_pointers_give_complete_stacks() {
-    let Some(_kernel) = privileged("omitted_frame_pointers_give_complete_stacks") else { return };
     let report = check("omit.c", Build::NoFramePointers, &[("level_d", "level_c")], "eh-frame");
     let site = report["sites"]
         .as_array()

@@ -1,30 +1,49 @@
-//! leaktracer: an eBPF tracer of allocations that are never released.
+//! leaktracer: an eBPF tracer of things that are never released: heap blocks,
+//! mappings, file descriptors, goroutines, deferred calls.
 //!
-//! The data path, one module each: [`probe`] (eBPF programs in, counters out) →
-//! [`event`] (ring-buffer records to typed events) → [`aggregate`] (live tables and
-//! per-site figures) → [`verdict`] (growth over time) → [`report`] (symbolized text and
-//! JSON). [`session`] runs them;
-//! [`target`] knows the traced process; [`unwind`] turns stack copies into stacks and
-//! teaches the kernel side how; [`symbolize`] turns addresses into names.
+//! The data path, one module per step, each importing only the ones before it (checked
+//! by the `layers` test):
+//!
+//! 1. [`config`], [`clock`]: the engine's own option types; the timestamps' clock.
+//! 2. [`target`]: the traced process (`/proc`, launching it, reading its files safely).
+//! 3. [`stacks`]: the target's code and stacks (modules, ELF, CFI, unwinding, the stack
+//!    table).
+//! 4. [`probe`]: the kernel side seen from userspace (load, attach, counters).
+//! 5. [`event`]: ring-buffer records decoded into typed events.
+//! 6. [`aggregate`]: the live tables, one module per kind, and per-site figures.
+//! 7. [`identify`]: what one site is (symbolized, grouped).
+//! 8. [`verdict`]: growth over time, per site.
+//! 9. [`report`]: reports and where they go.
+//! 10. [`session`]: runs the steps; [`cli`] turns a command line into them.
+//!
+//! Adding a kind of thing to track: a record in `tracer-ebpf/src/record.rs`, a probe
+//! module in `tracer-ebpf/src/probes/`, a decoder arm in `event`, and one module under
+//! `aggregate` that owns that kind's live table (README, "Architecture").
 
 pub mod aggregate;
 pub mod cli;
+pub mod clock;
+pub mod config;
 pub mod event;
+pub mod identify;
 pub mod probe;
 pub mod report;
 pub mod session;
-pub mod symbolize;
+pub mod stacks;
 pub mod target;
-pub mod unwind;
 pub mod verdict;
+
+#[cfg(test)]
+mod layers;
 
 use anyhow::Context as _;
 
 use crate::{
-    cli::{Cli, Command},
-    probe::allocator,
+    cli::{Cli, Command, TraceArgs},
+    config::{Format, SessionOptions},
+    probe::points,
     session::Prepared,
-    target::{Target, launch, privileges},
+    target::{Target, launch, privileges, proc},
 };
 
 /// Runs the command line; returns the exit status.
@@ -32,27 +51,25 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     // Before any thread exists: `run` forks.
     let (options, prepared) = match cli.command {
         Command::Render { file, format, output, export } => {
-            return render(&file, format, output.as_deref(), export);
+            return render(&file, format, output.as_deref(), export.into());
         }
         Command::Attach { pid, options } => {
-            begin(&options)?;
-            let target = Target::inspect(pid)?;
+            let options = begin(&options, false)?;
+            let (target, pidfd) = Target::inspect(pid)?;
             let maps = target::maps::read(pid)
                 .with_context(|| format!("cannot read the memory maps of process {pid}"))?;
-            let fast = options.probe_placement == cli::Placement::Fast;
-            let points = allocator::choose(&allocator::candidates_from_maps(pid, &maps, &target.exe), fast);
-            (options, Prepared::Running { target, points })
+            let candidates = points::candidates_from_maps(pid, &maps, &target.exe);
+            let points = points::choose(&candidates, options.probes.placement);
+            (options, Prepared::Running { target, pidfd, points })
         }
-        Command::Run { options, command } => {
-            begin(&options)?;
+        Command::Run { options, keep_running, command } => {
+            let options = begin(&options, keep_running)?;
             let child = launch::spawn_stopped(&command)?;
-            let fast = options.probe_placement == cli::Placement::Fast;
-            let points = allocator::choose(&allocator::candidates_for_launch(&child.exe), fast);
+            let points = points::choose(&points::candidates_for_launch(&child.exe), options.probes.placement);
             let target = Target { pid: child.pid, exe: child.exe.clone(), cmdline: child.argv.clone() };
             (options, Prepared::Launched { target, points, child })
         }
     };
-
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -60,38 +77,38 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     runtime.block_on(session::run(prepared, &options))
 }
 
-/// What tracing needs before anything else: logging, sensible outputs, and the
-/// privileges to trace.
-fn begin(options: &cli::TraceOptions) -> anyhow::Result<()> {
-    init_logging(options.verbose);
-    report::outputs::check(&options.format, options.output.as_deref(), options.output_dir.as_deref())?;
+/// What tracing needs before anything else: logging, sensible outputs, the privileges
+/// to trace, and enough descriptors.
+fn begin(args: &TraceArgs, keep_running: bool) -> anyhow::Result<SessionOptions> {
+    init_logging(args.verbose);
+    let options = args.session_options(keep_running);
+    report::outputs::check(&options.formats, options.output.as_deref(), options.output_dir.as_deref())?;
     privileges::check()?;
-    Ok(())
+    proc::raise_fd_limit();
+    Ok(options)
 }
 
-/// `leaktracer render`: the last report of a saved NDJSON file, in another format.
+/// `leaktracer render`: the last complete report of a saved NDJSON file, in another
+/// format.
 fn render(
     file: &std::path::Path,
-    format: cli::Format,
+    format: Format,
     output: Option<&std::path::Path>,
-    export: cli::ExportOptions,
+    export: config::ExportOptions,
 ) -> anyhow::Result<i32> {
     let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let line = text.lines().rev().find(|l| !l.trim().is_empty());
-    let report: report::Report = line
-        .and_then(|l| serde_json::from_str(l).ok())
-        .with_context(|| format!("{} holds no leaktracer JSON report", file.display()))?;
-    anyhow::ensure!(
-        report.schema == report::SCHEMA,
-        "{} is a {} report; this leaktracer reads {}",
-        file.display(),
-        report.schema,
-        report::SCHEMA
-    );
-    let started = std::time::SystemTime::now();
-    let outputs =
-        report::outputs::Outputs::open(&[format], output, None, report.target.pid, started, export)?;
-    outputs.finish(&report)?;
+    let report = report::model::last_report(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let places = report::outputs::Places {
+        output,
+        output_dir: None,
+        pid: report.target.pid,
+        started: std::time::SystemTime::now(),
+    };
+    let outputs = report::outputs::Outputs::open(&[format], &places, export)?;
+    let (_, failed) = outputs.finish(&report);
+    if let Some(e) = failed.into_iter().next() {
+        return Err(e.into());
+    }
     Ok(0)
 }
 

@@ -12,30 +12,50 @@
 
 use aya_ebpf::{
     EbpfContext,
-    helpers::{
-        bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_get_prandom_u32, bpf_ktime_get_ns,
-        bpf_probe_read_user,
-    },
+    bindings::pt_regs,
+    helpers::{bpf_get_attach_cookie, bpf_get_prandom_u32},
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
 };
-use tracer_ebpf::{Event, counter, func, kind, sample_threshold};
+use tracer_ebpf::{
+    counter, func,
+    record::{Alloc, Free, Realloc},
+    sampling::sample_threshold,
+};
 
 use super::{
-    maps::{ALLOC_CALLS, AllocCall, SAMPLED, bench_floor, count, sample_bytes, target_tgid},
+    context::{header, now, read_user, traced_thread},
+    maps::{ALLOC_CALLS, AllocCall, SAMPLED, count, sample_bytes},
     output::emit,
-    stack,
+    stack::{self, Start},
 };
 
 /// An outer call older than this is taken as abandoned (its return was never seen), so it
 /// no longer hides the thread's calls as nested.
 const STALE_CALL_NS: u64 = 1_000_000_000;
 
-/// Returns the thread id when the current process is the target.
+#[uprobe]
+pub fn lt_alloc_enter(ctx: ProbeContext) -> u32 {
+    let _ = try_alloc_enter(&ctx);
+    0
+}
+
+#[uretprobe]
+pub fn lt_alloc_return(ctx: RetProbeContext) -> u32 {
+    let _ = try_alloc_return(&ctx);
+    0
+}
+
+#[uprobe]
+pub fn lt_free_enter(ctx: ProbeContext) -> u32 {
+    let _ = try_free_enter(&ctx);
+    0
+}
+
 #[inline(always)]
-fn target_thread() -> Option<u32> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    ((pid_tgid >> 32) as u32 == target_tgid()).then_some(pid_tgid as u32)
+fn regs_of(regs: *mut pt_regs) -> &'static pt_regs {
+    // SAFETY: the probed thread's register file, valid for the whole program run.
+    unsafe { &*regs }
 }
 
 /// True when `tid` is inside a traced allocator call whose frame is at or above `sp`.
@@ -44,10 +64,12 @@ fn target_thread() -> Option<u32> {
 #[inline(always)]
 fn inside_outer_call(tid: u32, sp: u64, now: u64) -> bool {
     // SAFETY: read-only access to a map value.
-    match unsafe { ALLOC_CALLS.get(&tid) } {
-        Some(outer) => outer.sp >= sp && now.wrapping_sub(outer.ts_ns) < STALE_CALL_NS,
-        None => false,
+    let Some(outer) = (unsafe { ALLOC_CALLS.get(&tid) }) else { return false };
+    if now.wrapping_sub(outer.ts_ns) >= STALE_CALL_NS {
+        count(counter::ABANDONED_CALLS);
+        return false;
     }
+    outer.sp >= sp
 }
 
 /// Sampling: is a block remembered as sampled?
@@ -57,19 +79,12 @@ fn sampled(addr: u64) -> bool {
     unsafe { SAMPLED.get(&addr) }.is_some()
 }
 
-#[uprobe]
-pub fn lt_alloc_enter(ctx: ProbeContext) -> u32 {
-    if bench_floor() {
-        return 0;
-    }
-    let Some(tid) = target_thread() else { return 0 };
-    // SAFETY: ctx.regs is the probed thread's register file.
-    let regs = unsafe { &*ctx.regs };
-    let sp = regs.rsp;
-    // SAFETY: helper valid in uprobe programs.
-    let func = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u32;
+/// The requested size and the argument the return needs (realloc's old block,
+/// posix_memalign's out-pointer), by allocator function.
+#[inline(always)]
+fn size_and_arg(func: u32, regs: &pt_regs) -> (u64, u64) {
     let (a0, a1, a2) = (regs.rdi, regs.rsi, regs.rdx);
-    let (size, arg) = match func {
+    match func {
         func::CALLOC => (a0.wrapping_mul(a1), 0),
         func::REALLOC => (a1, a0),
         func::REALLOCARRAY => (a1.wrapping_mul(a2), a0),
@@ -77,145 +92,143 @@ pub fn lt_alloc_enter(ctx: ProbeContext) -> u32 {
         func::POSIX_MEMALIGN => (a2, a0),
         // malloc, valloc, pvalloc
         _ => (a0, 0),
-    };
-    // Sampling first: an unsampled call costs as little as can be.
+    }
+}
+
+/// Sampling's draw: the threshold the call is sampled with (0 when every allocation is
+/// traced), or `None` when it is not sampled and nothing of it matters.
+#[inline(always)]
+fn draw(func: u32, size: u64, old: u64) -> Option<u32> {
     let rate = sample_bytes();
-    let mut threshold = 0;
-    if rate != 0 {
-        let t = sample_threshold(size, rate);
-        // SAFETY: helper without preconditions.
-        if unsafe { bpf_get_prandom_u32() } <= t && t != 0 {
-            threshold = t;
-        } else {
-            // Not sampled. A realloc still matters if its old block was sampled.
-            let moves_sampled =
-                matches!(func, func::REALLOC | func::REALLOCARRAY) && arg != 0 && sampled(arg);
-            if !moves_sampled {
-                return 0;
-            }
-        }
+    if rate == 0 {
+        return Some(0);
     }
-    let now = unsafe { bpf_ktime_get_ns() };
-    if inside_outer_call(tid, sp, now) {
+    let t = sample_threshold(size, rate);
+    // SAFETY: helper without preconditions.
+    if t != 0 && unsafe { bpf_get_prandom_u32() } <= t {
+        return Some(t);
+    }
+    // Not sampled. A realloc still matters if its old block was sampled.
+    let moves_sampled = matches!(func, func::REALLOC | func::REALLOCARRAY) && old != 0 && sampled(old);
+    moves_sampled.then_some(0)
+}
+
+fn try_alloc_enter(ctx: &ProbeContext) -> Option<()> {
+    let tid = traced_thread()?;
+    let regs = regs_of(ctx.regs);
+    // SAFETY: helper valid in uprobe programs.
+    let func = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u32;
+    let (size, arg) = size_and_arg(func, regs);
+    // Sampling first: an unsampled call costs as little as can be.
+    let threshold = draw(func, size, arg)?;
+    let now = now();
+    if inside_outer_call(tid, regs.rsp, now) {
         count(counter::NESTED_CALLS);
-        return 0;
+        return None;
     }
-    let stack_id = if rate == 0 || threshold != 0 {
-        stack::capture(ctx.as_ptr(), &stack::UserRegs { ip: regs.rip, sp, bp: regs.rbp }, true)
-    } else {
-        0
-    };
-    let call = AllocCall { sp, ts_ns: now, size, arg, stack_id, func, threshold };
+    let start = Start { ip: regs.rip, sp: regs.rsp, bp: regs.rbp, at_entry: true };
+    let drawn = sample_bytes() == 0 || threshold != 0;
+    let stack_id = if drawn { stack::capture(ctx.as_ptr(), &start) } else { 0 };
+    let call = AllocCall { sp: regs.rsp, ts_ns: now, size, arg, stack_id, func, threshold };
     if ALLOC_CALLS.insert(&tid, &call, 0).is_err() {
         count(counter::DROPPED);
     }
-    0
+    Some(())
 }
 
-#[uretprobe]
-pub fn lt_alloc_return(ctx: RetProbeContext) -> u32 {
-    if bench_floor() {
-        return 0;
-    }
-    let Some(tid) = target_thread() else { return 0 };
+fn try_alloc_return(ctx: &RetProbeContext) -> Option<()> {
+    let tid = traced_thread()?;
     // SAFETY: read of a map value we copy out at once.
-    let Some(call) = (unsafe { ALLOC_CALLS.get(&tid) }).copied() else {
-        return 0;
-    };
-    // SAFETY: ctx.regs is the returning thread's register file.
-    let regs = unsafe { &*ctx.regs };
+    let call = unsafe { ALLOC_CALLS.get(&tid) }.copied()?;
+    let regs = regs_of(ctx.regs);
     // The return of a nested call: the outer call is still running.
     if call.sp.wrapping_add(8) != regs.rsp {
-        return 0;
+        return None;
     }
     let _ = ALLOC_CALLS.remove(&tid);
     let ret = regs.rax;
-    let sampling = sample_bytes() != 0;
-
-    let mut event = Event {
-        kind: kind::ALLOC,
-        tid,
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        addr: ret,
-        size: call.size,
-        old_size: u64::from(call.threshold),
-        stack_id: call.stack_id,
-        func: call.func as u16,
-        ..Event::default()
-    };
     match call.func {
         func::POSIX_MEMALIGN => {
+            // 0 is success; the block is in the caller's out-pointer.
             if ret != 0 {
-                return 0;
+                return None;
             }
-            // SAFETY: the caller's out-pointer; a fault just drops the event.
-            match unsafe { bpf_probe_read_user(call.arg as *const u64) } {
-                Ok(addr) if addr != 0 => event.addr = addr,
-                _ => return 0,
-            }
+            let addr = read_user::<u64>(call.arg).filter(|a| *a != 0)?;
+            allocated(tid, &call, addr)
         }
-        func::REALLOC | func::REALLOCARRAY => {
-            // glibc's realloc(p, 0) frees p and returns NULL; any other NULL is a failure
-            // that leaves p allocated.
-            let frees_old = ret != 0 || (call.size == 0 && call.arg != 0);
-            if !frees_old {
-                return 0;
-            }
-            let old_known = call.arg != 0 && (!sampling || SAMPLED.remove(&call.arg).is_ok());
-            if ret != 0 && (!sampling || call.threshold != 0) {
-                event.kind = kind::REALLOC;
-                event.old_addr = if old_known { call.arg } else { 0 };
-            } else if old_known {
-                event.kind = kind::FREE;
-                event.addr = call.arg;
-                event.size = 0;
-                event.stack_id = 0;
-                event.old_size = 0;
-                emit(&event);
-                return 0;
-            } else {
-                return 0;
-            }
-        }
-        _ => {
-            if ret == 0 {
-                return 0;
-            }
-        }
+        func::REALLOC | func::REALLOCARRAY => reallocated(tid, &call, ret),
+        _ if ret != 0 => allocated(tid, &call, ret),
+        _ => None,
     }
-    if sampling && SAMPLED.insert(&event.addr, &1, 0).is_err() {
-        count(counter::DROPPED);
-        return 0;
-    }
-    emit(&event);
-    0
 }
 
-#[uprobe]
-pub fn lt_free_enter(ctx: ProbeContext) -> u32 {
-    if bench_floor() {
-        return 0;
+/// A new block at `addr` from `call`.
+#[inline(always)]
+fn allocated(tid: u32, call: &AllocCall, addr: u64) -> Option<()> {
+    if sample_bytes() != 0 && SAMPLED.insert(&addr, &1, 0).is_err() {
+        count(counter::DROPPED);
+        return None;
     }
-    let Some(tid) = target_thread() else { return 0 };
-    // SAFETY: ctx.regs is the probed thread's register file.
-    let regs = unsafe { &*ctx.regs };
+    emit(&Alloc {
+        header: header::<Alloc>(tid),
+        addr,
+        size: call.size,
+        stack_id: call.stack_id,
+        threshold: call.threshold,
+        func: call.func,
+    });
+    Some(())
+}
+
+/// realloc returned `ret`. glibc's realloc(p, 0) frees p and returns NULL; any other NULL
+/// is a failure that leaves p allocated.
+#[inline(always)]
+fn reallocated(tid: u32, call: &AllocCall, ret: u64) -> Option<()> {
+    let frees_old = ret != 0 || (call.size == 0 && call.arg != 0);
+    if !frees_old {
+        return None;
+    }
+    let sampling = sample_bytes() != 0;
+    let old_known = call.arg != 0 && (!sampling || SAMPLED.remove(&call.arg).is_ok());
+    if ret != 0 && (!sampling || call.threshold != 0) {
+        if sampling && SAMPLED.insert(&ret, &1, 0).is_err() {
+            count(counter::DROPPED);
+            return None;
+        }
+        emit(&Realloc {
+            header: header::<Realloc>(tid),
+            old_addr: if old_known { call.arg } else { 0 },
+            addr: ret,
+            size: call.size,
+            stack_id: call.stack_id,
+            threshold: call.threshold,
+            func: call.func,
+        });
+    } else if old_known {
+        emit(&Free { header: header::<Free>(tid), addr: call.arg });
+    }
+    Some(())
+}
+
+fn try_free_enter(ctx: &ProbeContext) -> Option<()> {
+    let tid = traced_thread()?;
+    let regs = regs_of(ctx.regs);
     let addr = regs.rdi;
     if addr == 0 {
-        return 0;
+        return None;
     }
     // Sampling: frees of blocks that were not sampled are dropped here, first thing.
     let sampling = sample_bytes() != 0;
     if sampling && !sampled(addr) {
-        return 0;
+        return None;
     }
-    let now = unsafe { bpf_ktime_get_ns() };
     // A free inside a traced realloc is the realloc's business.
-    if inside_outer_call(tid, regs.rsp, now) {
-        return 0;
+    if inside_outer_call(tid, regs.rsp, now()) {
+        return None;
     }
     if sampling {
         let _ = SAMPLED.remove(&addr);
     }
-    emit(&Event { kind: kind::FREE, tid, ts_ns: now, addr, func: func::FREE as u16, ..Event::default() });
-    0
+    emit(&Free { header: header::<Free>(tid), addr });
+    Some(())
 }

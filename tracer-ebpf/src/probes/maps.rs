@@ -1,32 +1,46 @@
-//! Maps and globals shared by the programs. Sizes here are defaults; the loader may
-//! resize the ring buffer and the stack table.
+//! Maps and globals shared by the programs. Sizes here are defaults the loader adjusts
+//! to what the session uses (the ring buffer, the sampled-block set); maps whose entries
+//! come and go use `BPF_F_NO_PREALLOC`, so they cost kernel memory only while used.
 
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use tracer_ebpf::{STACK_COPY_MAX, Stack, UnwindRule, counter};
+use tracer_ebpf::{
+    golang::GoOffsets,
+    record::STACK_COPY_MAX,
+    unwind::{CodeRange, MAX_CODE_RANGES, Stack, UnwindRule},
+};
 
-/// Events to userspace.
+/// `BPF_F_NO_PREALLOC`: entries allocated on insert, freed on delete.
+const NO_PREALLOC: u32 = 1;
+
+/// Records to userspace.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
 
 /// User stacks by content hash: identical stacks are stored once. LRU so it never fills;
-/// userspace reads each new stack as soon as it sees its id, long before eviction.
+/// userspace reads each new stack as soon as it sees its id, long before eviction, and
+/// an evicted stack is stored again the next time it is seen.
 #[map]
-pub static STACKS: LruHashMap<u64, Stack> = LruHashMap::with_max_entries(16384, 0);
+pub static STACKS: LruHashMap<u64, Stack> = LruHashMap::with_max_entries(4096, 0);
 
 /// Per-CPU scratch space to build a stack in (too big for the BPF stack).
 #[map]
 pub static STACK_SCRATCH: PerCpuArray<Stack> = PerCpuArray::with_max_entries(1, 0);
 
-/// Unwind rules by code address (see `tracer_ebpf::UnwindRule`), filled by userspace.
+/// Unwind rules by code address (see `tracer_ebpf::unwind::UnwindRule`), filled by
+/// userspace. LRU: a rule evicted is missed once, and userspace teaches it again.
 #[map]
 pub static UNWIND_RULES: LruHashMap<u64, UnwindRule> = LruHashMap::with_max_entries(65536, 0);
 
-/// Per-CPU, direct-mapped cache in front of `UNWIND_RULES`: an array lookup instead of a
-/// hash lookup for each frame. Entries carry the rule generation, so that rules taken
-/// back by userspace (exec) are not used again.
+/// Code ranges with one rule each (Go code), looked up when `UNWIND_RULES` has none.
+#[map]
+pub static CODE_RANGES: Array<CodeRange> = Array::with_max_entries(MAX_CODE_RANGES, 0);
+
+/// Per-CPU, direct-mapped cache in front of the rules: an array lookup instead of a hash
+/// lookup for each frame. Entries carry the rule generation, so that rules taken back by
+/// userspace (exec) are not used again.
 #[map]
 pub static RULE_CACHE: PerCpuArray<CachedRule> = PerCpuArray::with_max_entries(RULE_CACHE_SLOTS, 0);
 pub const RULE_CACHE_SLOTS: u32 = 1024;
@@ -47,31 +61,30 @@ pub struct CachedRule {
 /// Size of the per-CPU buffer a stack sample is built in: the header, the copy, and room
 /// for the last chunk (a power of two, so sizes can be bounded with a mask).
 pub const SAMPLE_SCRATCH_SIZE: usize = 16384;
-const _: () = assert!(SAMPLE_SCRATCH_SIZE >= 40 + STACK_COPY_MAX + 1024);
+const _: () = assert!(SAMPLE_SCRATCH_SIZE >= 56 + STACK_COPY_MAX + 1024);
 
 #[map]
 pub static SAMPLE_SCRATCH: PerCpuArray<[u8; SAMPLE_SCRATCH_SIZE]> = PerCpuArray::with_max_entries(1, 0);
 
 /// Failure counters, indexed by `tracer_ebpf::counter`.
 #[map]
-pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(tracer_ebpf::counter::COUNT, 0);
 
 /// Allocator calls between entry and return, by thread. Only the outermost traced call
 /// of a thread is kept: nested calls (realloc calling malloc) are not separate events.
-/// A plain (preallocated) hash: cheaper to update than an LRU one, and entries of threads
-/// that exit are removed by the exit tracepoint.
+/// Entries of threads that exit are removed by the exit tracepoint.
 #[map]
-pub static ALLOC_CALLS: HashMap<u32, AllocCall> = HashMap::with_max_entries(32768, 0);
+pub static ALLOC_CALLS: HashMap<u32, AllocCall> = HashMap::with_max_entries(32768, NO_PREALLOC);
 
-/// Addresses of sampled blocks still live (sampling only): frees of any other address are
-/// dropped here, without an event.
+/// Addresses of sampled blocks still live (sampling only; the loader sizes it to 1
+/// entry otherwise): frees of any other address are dropped here, without an event.
 #[map]
-pub static SAMPLED: HashMap<u64, u8> = HashMap::with_max_entries(1 << 20, 0);
+pub static SAMPLED: HashMap<u64, u8> = HashMap::with_max_entries(1 << 20, NO_PREALLOC);
 
 /// Memory syscalls between enter and exit, by thread. Separate from `ALLOC_CALLS`, so a
 /// malloc that calls mmap keeps both.
 #[map]
-pub static SYSCALL_CALLS: HashMap<u32, SyscallCall> = HashMap::with_max_entries(32768, 0);
+pub static SYSCALL_CALLS: HashMap<u32, SyscallCall> = HashMap::with_max_entries(32768, NO_PREALLOC);
 
 #[unsafe(no_mangle)]
 static TARGET_TGID: u32 = 0;
@@ -87,6 +100,26 @@ static SAMPLE_BYTES: u64 = 0;
 
 #[unsafe(no_mangle)]
 static BENCH_FLOOR: u32 = 0;
+
+#[unsafe(no_mangle)]
+static TASK_EXIT_CODE_OFFSET: u32 = 0;
+
+#[unsafe(no_mangle)]
+static GO_OFFSETS: GoOffsets = GoOffsets {
+    g_goid: 0,
+    g_gopc: 0,
+    g_startpc: 0,
+    g_parent_goid: 0,
+    g_waiting: 0,
+    g_defer: 0,
+    defer_heap: 0,
+    defer_pc: 0,
+    special_kind: 0,
+    special_profile: 0,
+    pop_takes_g: 0,
+    defer_open: 0,
+    heap_marked_addr: 0,
+};
 
 /// An allocator call in flight.
 #[repr(C)]
@@ -109,46 +142,58 @@ pub struct AllocCall {
 #[derive(Clone, Copy)]
 pub struct SyscallCall {
     pub kind: u32,
-    pub flags: u32,
+    pub origin: u32,
     pub addr: u64,
     pub len: u64,
     pub new_len: u64,
     pub prot: u64,
-    pub map_flags: u64,
+    pub flags: u64,
     pub fd: u64,
     pub stack_id: u64,
 }
 
+/// Reads a global the loader set before load; volatile so the compiler does not fold in
+/// the default.
+macro_rules! global {
+    ($name:ident) => {
+        // SAFETY: a plain read of a global that nothing writes after load.
+        unsafe { core::ptr::read_volatile(&raw const $name) }
+    };
+}
+
 #[inline(always)]
 pub fn target_tgid() -> u32 {
-    // SAFETY: a plain read of a global the loader sets before load; volatile so the
-    // compiler does not fold in the zero above.
-    unsafe { core::ptr::read_volatile(&TARGET_TGID) }
+    global!(TARGET_TGID)
 }
 
 #[inline(always)]
 pub fn wakeup_bytes() -> u64 {
-    // SAFETY: as for `target_tgid`.
-    unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) }
+    global!(WAKEUP_BYTES)
 }
 
 #[inline(always)]
 pub fn sample_bytes() -> u64 {
-    // SAFETY: as for `target_tgid`.
-    unsafe { core::ptr::read_volatile(&SAMPLE_BYTES) }
+    global!(SAMPLE_BYTES)
 }
 
-/// Benchmarks' floor: programs that do nothing.
 #[inline(always)]
 pub fn bench_floor() -> bool {
-    // SAFETY: as for `target_tgid`.
-    unsafe { core::ptr::read_volatile(&BENCH_FLOOR) != 0 }
+    global!(BENCH_FLOOR) != 0
 }
 
 #[inline(always)]
 pub fn unwind_mode() -> u32 {
-    // SAFETY: as for `target_tgid`.
-    unsafe { core::ptr::read_volatile(&UNWIND_MODE) }
+    global!(UNWIND_MODE)
+}
+
+#[inline(always)]
+pub fn task_exit_code_offset() -> u32 {
+    global!(TASK_EXIT_CODE_OFFSET)
+}
+
+#[inline(always)]
+pub fn go_offsets() -> GoOffsets {
+    global!(GO_OFFSETS)
 }
 
 #[inline(always)]

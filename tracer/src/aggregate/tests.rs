@@ -2,7 +2,7 @@ use std::collections::HashMap;
 
 use proptest::prelude::*;
 
-use super::{stacks::*, *};
+use super::{sites::SiteKind, *};
 
 /// Figures without sampling are exact integers.
 trait IntoExact {
@@ -15,7 +15,11 @@ impl IntoExact for (f64, f64) {
         (self.0 as u64, self.1 as u64)
     }
 }
-use crate::{symbolize::modules::ModuleMap, target::maps};
+use crate::{
+    event::Origin,
+    stacks::{RawStack, StackSource, modules::ModuleMap},
+    target::maps,
+};
 
 struct Fixed(HashMap<StackId, RawStack>);
 impl StackSource for Fixed {
@@ -27,6 +31,10 @@ impl StackSource for Fixed {
 const LOADER_STACK: StackId = StackId(9);
 
 fn aggregator() -> Aggregator {
+    aggregator_with(false, usize::MAX)
+}
+
+fn aggregator_with(await_exec: bool, max_live: usize) -> Aggregator {
     let modules = ModuleMap::from_entries(&maps::parse(
         "1000-2000 r-xp 00000000 fe:00 5 /lib/ld-linux-x86-64.so.2\n\
          7000-9000 r-xp 00001000 fe:00 6 /usr/bin/app\n",
@@ -36,7 +44,8 @@ fn aggregator() -> Aggregator {
         stacks.insert(StackId(id), RawStack { frames: vec![0x7000, 0x7100 + id], truncated: false });
     }
     stacks.insert(LOADER_STACK, RawStack { frames: vec![0x1004, 0x1100], truncated: false });
-    Aggregator::new(StackTable::new(Box::new(Fixed(stacks)), modules), false, Some(0x50_0000))
+    let start = Start { await_exec, brk: Some(0x50_0000), epoch_ns: 0, max_live };
+    Aggregator::new(StackTable::new(Box::new(Fixed(stacks)), modules), &start)
 }
 
 fn alloc(ts: u64, addr: u64, size: u64, stack: u64) -> Event {
@@ -181,8 +190,7 @@ fn brk_growth_outside_the_allocator_is_a_site_and_shrinking_releases_it() {
 
 #[test]
 fn a_launched_child_is_ignored_until_it_execs() {
-    let mut agg = aggregator();
-    agg.await_exec = true;
+    let mut agg = aggregator_with(true, usize::MAX);
     agg.apply(&alloc(0, 0x100, 10, 1));
     agg.apply(&Event::Exec { ts_ns: 0 });
     agg.apply(&alloc(0, 0x200, 10, 1));
@@ -250,7 +258,7 @@ fn sampled_blocks_count_with_their_weight_and_frees_take_it_back() {
 
 #[test]
 fn a_full_live_table_counts_instead_of_growing() {
-    let mut agg = aggregator().with_max_live(3);
+    let mut agg = aggregator_with(false, 3);
     for i in 0..5 {
         agg.apply(&alloc(0, 0x100 + i * 16, 8, 1));
     }
@@ -270,21 +278,34 @@ fn blocks_of_four_gib_and_more_keep_their_size() {
     assert_eq!(live_of(&agg, 1, SiteKind::Heap), (2, (5 << 30) + u64::from(u32::MAX)));
     agg.apply(&free(0x100));
     assert_eq!(live_of(&agg, 1, SiteKind::Heap), (1, u64::from(u32::MAX)));
-    assert!(agg.large.len() == 1);
+    assert!(agg.heap.large.len() == 1);
 }
 
 #[derive(Debug, Clone)]
 enum Op {
-    Alloc { slot: u8, size: u16, stack: u8 },
-    Free { slot: u8 },
-    Realloc { slot: u8, size: u16, stack: u8 },
+    Alloc {
+        slot: u8,
+        size: u16,
+        stack: u8,
+    },
+    Free {
+        slot: u8,
+    },
+    /// `in_place`: the block stays where it is (old == new), as realloc often does.
+    Realloc {
+        slot: u8,
+        size: u16,
+        stack: u8,
+        in_place: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         (any::<u8>(), any::<u16>(), 1..4u8).prop_map(|(slot, size, stack)| Op::Alloc { slot, size, stack }),
         any::<u8>().prop_map(|slot| Op::Free { slot }),
-        (any::<u8>(), any::<u16>(), 1..4u8).prop_map(|(slot, size, stack)| Op::Realloc { slot, size, stack }),
+        (any::<u8>(), any::<u16>(), 1..4u8, any::<bool>())
+            .prop_map(|(slot, size, stack, in_place)| Op::Realloc { slot, size, stack, in_place }),
     ]
 }
 
@@ -308,12 +329,12 @@ proptest! {
                     agg.apply(&free(addr));
                     model.remove(&addr);
                 }
-                Op::Realloc { slot, size, stack } => {
+                Op::Realloc { slot, size, stack, in_place } => {
                     let old = 0x1000 + u64::from(slot) * 16;
-                    next += 16;
-                    agg.apply(&Event::Realloc { ts_ns: 0, old, addr: next, size: u64::from(size), stack: Some(StackId(u64::from(stack))), func: 3, threshold: 0 });
+                    let addr = if in_place { old } else { next += 16; next };
+                    agg.apply(&Event::Realloc { ts_ns: 0, old, addr, size: u64::from(size), stack: Some(StackId(u64::from(stack))), func: 3, threshold: 0 });
                     model.remove(&old);
-                    model.insert(next, (u64::from(size), u64::from(stack)));
+                    model.insert(addr, (u64::from(size), u64::from(stack)));
                 }
             }
         }
@@ -321,11 +342,11 @@ proptest! {
             let expected = model.values().filter(|(_, s)| *s == stack).fold((0, 0), |(c, b), (size, _)| (c + 1, b + size));
             prop_assert_eq!(live_of(&agg, stack, SiteKind::Heap), expected);
         }
+        // The live table's totals are the model's, and the running counters (kept on
+        // each event) agree with what a walk of the live table finds.
         let figures = agg.live_figures(0, 0);
         prop_assert_eq!(figures.totals.heap_bytes, model.values().map(|(s, _)| s).sum::<u64>());
-        let by_sites: f64 = figures.per_site.iter().map(|f| f.1).sum();
-        prop_assert_eq!(by_sites as u64, figures.totals.heap_bytes);
-        // The running counters agree with the live table.
+        prop_assert_eq!(figures.totals.heap_blocks, model.len() as u64);
         for (idx, site) in agg.sites.iter() {
             prop_assert_eq!(figures.per_site[idx as usize], (site.live_count, site.live_bytes));
         }

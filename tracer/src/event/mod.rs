@@ -1,16 +1,11 @@
-//! Events from the kernel side, decoded from ring-buffer records into a typed form the
-//! aggregator matches on.
+//! Events from the kernel side: each ring-buffer record decoded from its ABI type
+//! (`tracer_ebpf::record`) into the typed form the aggregator matches on.
 
 pub mod reader;
 
-use bytes::Buf;
-use tracer_ebpf::{flags, kind};
+use tracer_ebpf::record::{self, Record, kind, origin};
 
-pub use crate::unwind::Sample;
-
-/// Identifies a user stack stored by the kernel side (a hash of its frames).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct StackId(pub u64);
+use crate::stacks::{StackId, unwind::Sample};
 
 /// Who created a mapping or moved the break.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +14,16 @@ pub enum Origin {
     Program,
     /// A traced allocator function growing its own arenas.
     Allocator,
+}
+
+/// Phases of a Go garbage collection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GcPhase {
+    Start,
+    /// Marking is over; the live heap it found, when known.
+    Sweep {
+        heap_marked: Option<u64>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,184 +90,320 @@ pub enum Event {
     },
     /// Registers and stack copy for a stack the kernel side could not walk.
     StackSample(Sample),
+    GoCreate {
+        ts_ns: u64,
+        goid: u64,
+        parent_goid: u64,
+        gopc: u64,
+        startpc: u64,
+        stack: Option<StackId>,
+    },
+    GoExit {
+        ts_ns: u64,
+        goid: u64,
+    },
+    /// `reason`: the runtime's waitReason number; `waiting`: a sudog was queued.
+    GoPark {
+        ts_ns: u64,
+        goid: u64,
+        reason: u32,
+        waiting: bool,
+    },
+    DeferPush {
+        ts_ns: u64,
+        goid: u64,
+        pc: u64,
+        stack: Option<StackId>,
+    },
+    DeferPop {
+        ts_ns: u64,
+        goid: u64,
+        pc: u64,
+    },
+    FdOpen {
+        ts_ns: u64,
+        fd: i32,
+        syscall: u32,
+        stack: Option<StackId>,
+    },
+    /// Descriptors `first..=last` closed.
+    FdClose {
+        ts_ns: u64,
+        first: u32,
+        last: u32,
+    },
+    GoHeapAlloc {
+        ts_ns: u64,
+        addr: u64,
+        size: u64,
+        stack: Option<StackId>,
+    },
+    GoHeapFree {
+        ts_ns: u64,
+        addr: u64,
+    },
+    Gc {
+        ts_ns: u64,
+        phase: GcPhase,
+    },
+    OomVictim {
+        ts_ns: u64,
+        anon_rss_kib: u64,
+        file_rss_kib: u64,
+        shmem_rss_kib: u64,
+        total_vm_kib: u64,
+    },
+    /// `exit_code`: the wait status, when the kernel gave it.
+    ProcessExit {
+        ts_ns: u64,
+        exit_code: Option<i32>,
+    },
+    Signal {
+        ts_ns: u64,
+        sig: i32,
+        code: i32,
+        sender_pid: u32,
+        sender_comm: String,
+    },
+    PageFault {
+        ts_ns: u64,
+        addr: u64,
+        stack: Option<StackId>,
+    },
+    Discard {
+        ts_ns: u64,
+        addr: u64,
+        len: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
-    #[error("ring buffer record of {0} bytes, expected {size} or a stack sample", size = RECORD_SIZE)]
-    Size(usize),
+    #[error("ring buffer record of {len} bytes; a record of kind {kind} has {expected}")]
+    Size { kind: u32, len: usize, expected: usize },
+    #[error("ring buffer record of {0} bytes is shorter than a header")]
+    Short(usize),
     #[error("unknown event kind {0}")]
     Kind(u32),
 }
 
-pub const RECORD_SIZE: usize = std::mem::size_of::<tracer_ebpf::Event>();
-const SAMPLE_HEADER: usize = std::mem::size_of::<tracer_ebpf::StackSample>();
+/// A record of type `R`, when `bytes` is exactly one.
+fn read<R: Record>(bytes: &[u8]) -> Result<R, DecodeError> {
+    let expected = size_of::<R>();
+    if bytes.len() != expected {
+        return Err(DecodeError::Size { kind: R::KIND, len: bytes.len(), expected });
+    }
+    // SAFETY: `Record` types are plain integers without padding (the trait's contract),
+    // so any bytes of the right length are a value; read_unaligned copes with alignment.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<R>()) })
+}
+
+fn stack(id: u64) -> Option<StackId> {
+    (id != 0).then_some(StackId(id))
+}
+
+fn origin_of(value: u32) -> Origin {
+    if value == origin::ALLOCATOR { Origin::Allocator } else { Origin::Program }
+}
 
 impl Event {
-    /// Decodes one ring-buffer record: a `tracer_ebpf::Event`, or a
-    /// `tracer_ebpf::StackSample` and the stack bytes after it (native byte order).
-    pub fn decode(record: &[u8]) -> Result<Self, DecodeError> {
-        if record.len() >= SAMPLE_HEADER && (&record[..4]).get_u32_ne() == kind::STACK_SAMPLE {
-            return Self::decode_sample(record);
+    /// Decodes one ring-buffer record.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let kind = bytes.get(..4).ok_or(DecodeError::Short(bytes.len()))?;
+        match u32::from_ne_bytes(kind.try_into().expect("four bytes")) {
+            kind::STACK_SAMPLE => decode_sample(bytes),
+            kind::ALLOC..=kind::EXEC => decode_memory(bytes),
+            kind::GO_CREATE..=kind::DEFER_POP | kind::GO_HEAP_ALLOC..=kind::GC => decode_go(bytes),
+            kind::FD_OPEN | kind::FD_CLOSE => decode_fd(bytes),
+            kind::OOM_VICTIM..=kind::SIGNAL => decode_end(bytes),
+            kind::PAGE_FAULT | kind::DISCARD => decode_growth(bytes),
+            other => Err(DecodeError::Kind(other)),
         }
-        if record.len() != RECORD_SIZE {
-            return Err(DecodeError::Size(record.len()));
+    }
+}
+
+fn decode_sample(bytes: &[u8]) -> Result<Event, DecodeError> {
+    let size = size_of::<record::StackSample>();
+    let header: record::StackSample = read(bytes.get(..size).ok_or(DecodeError::Short(bytes.len()))?)?;
+    let len = header.len as usize;
+    let copy = bytes.get(size..size.saturating_add(len)).ok_or(DecodeError::Size {
+        kind: kind::STACK_SAMPLE,
+        len: bytes.len(),
+        expected: size.saturating_add(len),
+    })?;
+    Ok(Event::StackSample(Sample {
+        id: header.id,
+        ip: header.ip,
+        sp: header.sp,
+        bp: header.bp,
+        flags: header.flags,
+        stack: bytes::Bytes::copy_from_slice(copy),
+    }))
+}
+
+fn decode_memory(bytes: &[u8]) -> Result<Event, DecodeError> {
+    Ok(match u32::from_ne_bytes(bytes[..4].try_into().expect("four bytes")) {
+        kind::ALLOC => {
+            let r: record::Alloc = read(bytes)?;
+            let (ts_ns, stack) = (r.header.ts_ns, stack(r.stack_id));
+            Event::Alloc { ts_ns, addr: r.addr, size: r.size, stack, func: r.func, threshold: r.threshold }
         }
-        let mut b = record;
-        let raw = tracer_ebpf::Event {
-            kind: b.get_u32_ne(),
-            tid: b.get_u32_ne(),
-            ts_ns: b.get_u64_ne(),
-            addr: b.get_u64_ne(),
-            size: b.get_u64_ne(),
-            old_addr: b.get_u64_ne(),
-            old_size: b.get_u64_ne(),
-            stack_id: b.get_u64_ne(),
-            func: b.get_u16_ne(),
-            prot: b.get_u16_ne(),
-            flags: b.get_u32_ne(),
-            map_flags: b.get_u64_ne(),
-        };
-        Self::from_raw(&raw)
-    }
+        kind::FREE => {
+            let r: record::Free = read(bytes)?;
+            Event::Free { ts_ns: r.header.ts_ns, addr: r.addr }
+        }
+        kind::REALLOC => {
+            let r: record::Realloc = read(bytes)?;
+            let (ts_ns, stack, threshold) = (r.header.ts_ns, stack(r.stack_id), r.threshold);
+            Event::Realloc {
+                ts_ns,
+                old: r.old_addr,
+                addr: r.addr,
+                size: r.size,
+                stack,
+                func: r.func,
+                threshold,
+            }
+        }
+        kind::MMAP => {
+            let r: record::Mmap = read(bytes)?;
+            Event::Mmap {
+                ts_ns: r.header.ts_ns,
+                addr: r.addr,
+                len: r.len,
+                prot: r.prot,
+                flags: r.flags,
+                fd: (r.fd >= 0).then_some(r.fd),
+                stack: stack(r.stack_id),
+                origin: origin_of(r.origin),
+            }
+        }
+        kind::MUNMAP => {
+            let r: record::Munmap = read(bytes)?;
+            Event::Munmap { ts_ns: r.header.ts_ns, addr: r.addr, len: r.len }
+        }
+        kind::MREMAP => {
+            let r: record::Mremap = read(bytes)?;
+            Event::Mremap {
+                ts_ns: r.header.ts_ns,
+                old_addr: r.old_addr,
+                old_len: r.old_len,
+                addr: r.addr,
+                len: r.len,
+                flags: r.flags,
+                stack: stack(r.stack_id),
+                origin: origin_of(r.origin),
+            }
+        }
+        kind::BRK => {
+            let r: record::Brk = read(bytes)?;
+            let (stack, origin) = (stack(r.stack_id), origin_of(r.origin));
+            Event::Brk { ts_ns: r.header.ts_ns, brk: r.brk, requested: r.requested, stack, origin }
+        }
+        _ => Event::Exec { ts_ns: read::<record::Exec>(bytes)?.header.ts_ns },
+    })
+}
 
-    fn decode_sample(record: &[u8]) -> Result<Self, DecodeError> {
-        let mut b = record;
-        let _kind = b.get_u32_ne();
-        let len = usize::from(b.get_u16_ne());
-        let flags = b.get_u16_ne();
-        let (id, ip, sp, bp) = (b.get_u64_ne(), b.get_u64_ne(), b.get_u64_ne(), b.get_u64_ne());
-        let stack = record.get(SAMPLE_HEADER..SAMPLE_HEADER + len).ok_or(DecodeError::Size(record.len()))?;
-        Ok(Event::StackSample(Sample { id, ip, sp, bp, flags, stack: bytes::Bytes::copy_from_slice(stack) }))
-    }
+fn decode_go(bytes: &[u8]) -> Result<Event, DecodeError> {
+    Ok(match u32::from_ne_bytes(bytes[..4].try_into().expect("four bytes")) {
+        kind::GO_CREATE => {
+            let r: record::GoCreate = read(bytes)?;
+            Event::GoCreate {
+                ts_ns: r.header.ts_ns,
+                goid: r.goid,
+                parent_goid: r.parent_goid,
+                gopc: r.gopc,
+                startpc: r.startpc,
+                stack: stack(r.stack_id),
+            }
+        }
+        kind::GO_EXIT => {
+            let r: record::GoExit = read(bytes)?;
+            Event::GoExit { ts_ns: r.header.ts_ns, goid: r.goid }
+        }
+        kind::GO_PARK => {
+            let r: record::GoPark = read(bytes)?;
+            Event::GoPark { ts_ns: r.header.ts_ns, goid: r.goid, reason: r.reason, waiting: r.waiting != 0 }
+        }
+        kind::DEFER_PUSH => {
+            let r: record::DeferPush = read(bytes)?;
+            Event::DeferPush { ts_ns: r.header.ts_ns, goid: r.goid, pc: r.pc, stack: stack(r.stack_id) }
+        }
+        kind::DEFER_POP => {
+            let r: record::DeferPop = read(bytes)?;
+            Event::DeferPop { ts_ns: r.header.ts_ns, goid: r.goid, pc: r.pc }
+        }
+        kind::GO_HEAP_ALLOC => {
+            let r: record::GoHeapAlloc = read(bytes)?;
+            Event::GoHeapAlloc { ts_ns: r.header.ts_ns, addr: r.addr, size: r.size, stack: stack(r.stack_id) }
+        }
+        kind::GO_HEAP_FREE => {
+            let r: record::GoHeapFree = read(bytes)?;
+            Event::GoHeapFree { ts_ns: r.header.ts_ns, addr: r.addr }
+        }
+        _ => {
+            let r: record::Gc = read(bytes)?;
+            let phase = match r.phase {
+                record::gc_phase::START => GcPhase::Start,
+                _ => GcPhase::Sweep { heap_marked: (r.heap_marked != 0).then_some(r.heap_marked) },
+            };
+            Event::Gc { ts_ns: r.header.ts_ns, phase }
+        }
+    })
+}
 
-    pub fn from_raw(raw: &tracer_ebpf::Event) -> Result<Self, DecodeError> {
-        let stack = (raw.stack_id != 0).then_some(StackId(raw.stack_id));
-        let origin =
-            if raw.flags & flags::ALLOCATOR_INTERNAL != 0 { Origin::Allocator } else { Origin::Program };
-        let ts_ns = raw.ts_ns;
-        let func = u32::from(raw.func);
-        Ok(match raw.kind {
-            kind::ALLOC => Event::Alloc {
-                ts_ns,
-                addr: raw.addr,
-                size: raw.size,
-                stack,
-                func,
-                threshold: raw.old_size as u32,
-            },
-            kind::FREE => Event::Free { ts_ns, addr: raw.addr },
-            kind::REALLOC => Event::Realloc {
-                ts_ns,
-                old: raw.old_addr,
-                addr: raw.addr,
-                size: raw.size,
-                stack,
-                func,
-                threshold: raw.old_size as u32,
-            },
-            kind::MMAP => Event::Mmap {
-                ts_ns,
-                addr: raw.addr,
-                len: raw.size,
-                prot: u32::from(raw.prot),
-                flags: raw.map_flags,
-                // The fd argument is an int passed in a 64-bit register.
-                fd: i32::try_from(raw.old_size as i64).ok().filter(|fd| *fd >= 0),
-                stack,
-                origin,
-            },
-            kind::MUNMAP => Event::Munmap { ts_ns, addr: raw.addr, len: raw.size },
-            kind::MREMAP => Event::Mremap {
-                ts_ns,
-                old_addr: raw.old_addr,
-                old_len: raw.old_size,
-                addr: raw.addr,
-                len: raw.size,
-                flags: raw.map_flags,
-                stack,
-                origin,
-            },
-            kind::BRK => Event::Brk { ts_ns, brk: raw.addr, requested: raw.old_addr, stack, origin },
-            kind::EXEC => Event::Exec { ts_ns },
-            other => return Err(DecodeError::Kind(other)),
-        })
+fn decode_fd(bytes: &[u8]) -> Result<Event, DecodeError> {
+    if u32::from_ne_bytes(bytes[..4].try_into().expect("four bytes")) == kind::FD_OPEN {
+        let r: record::FdOpen = read(bytes)?;
+        return Ok(Event::FdOpen {
+            ts_ns: r.header.ts_ns,
+            fd: r.fd,
+            syscall: r.syscall,
+            stack: stack(r.stack_id),
+        });
     }
+    let r: record::FdClose = read(bytes)?;
+    Ok(Event::FdClose { ts_ns: r.header.ts_ns, first: r.first, last: r.last })
+}
+
+fn decode_end(bytes: &[u8]) -> Result<Event, DecodeError> {
+    Ok(match u32::from_ne_bytes(bytes[..4].try_into().expect("four bytes")) {
+        kind::OOM_VICTIM => {
+            let r: record::OomVictim = read(bytes)?;
+            Event::OomVictim {
+                ts_ns: r.header.ts_ns,
+                anon_rss_kib: r.anon_rss_kib,
+                file_rss_kib: r.file_rss_kib,
+                shmem_rss_kib: r.shmem_rss_kib,
+                total_vm_kib: r.total_vm_kib,
+            }
+        }
+        kind::PROCESS_EXIT => {
+            let r: record::ProcessExit = read(bytes)?;
+            Event::ProcessExit { ts_ns: r.header.ts_ns, exit_code: (r.exit_code >= 0).then_some(r.exit_code) }
+        }
+        _ => {
+            let r: record::Signal = read(bytes)?;
+            let end = r.sender_comm.iter().position(|b| *b == 0).unwrap_or(r.sender_comm.len());
+            Event::Signal {
+                ts_ns: r.header.ts_ns,
+                sig: r.sig,
+                code: r.code,
+                sender_pid: r.sender_pid,
+                sender_comm: String::from_utf8_lossy(&r.sender_comm[..end]).into_owned(),
+            }
+        }
+    })
+}
+
+fn decode_growth(bytes: &[u8]) -> Result<Event, DecodeError> {
+    if u32::from_ne_bytes(bytes[..4].try_into().expect("four bytes")) == kind::PAGE_FAULT {
+        let r: record::PageFault = read(bytes)?;
+        return Ok(Event::PageFault { ts_ns: r.header.ts_ns, addr: r.addr, stack: stack(r.stack_id) });
+    }
+    let r: record::Discard = read(bytes)?;
+    Ok(Event::Discard { ts_ns: r.header.ts_ns, addr: r.addr, len: r.len })
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn bytes_of(raw: &tracer_ebpf::Event) -> Vec<u8> {
-        // SAFETY: Event is repr(C) plain data without padding.
-        unsafe { std::slice::from_raw_parts((raw as *const tracer_ebpf::Event).cast::<u8>(), RECORD_SIZE) }
-            .to_vec()
-    }
-
-    #[test]
-    fn decodes_every_field_in_abi_order() {
-        let raw = tracer_ebpf::Event {
-            kind: kind::MMAP,
-            tid: 7,
-            ts_ns: 11,
-            addr: 0x7f00_0000_0000,
-            size: 8192,
-            old_addr: 0,
-            old_size: u64::MAX, // fd -1
-            stack_id: 0xabc,
-            func: 0,
-            prot: 3,
-            flags: flags::ALLOCATOR_INTERNAL,
-            map_flags: 0x22,
-        };
-        assert_eq!(
-            Event::decode(&bytes_of(&raw)).unwrap(),
-            Event::Mmap {
-                ts_ns: 11,
-                addr: 0x7f00_0000_0000,
-                len: 8192,
-                prot: 3,
-                flags: 0x22,
-                fd: None,
-                stack: Some(StackId(0xabc)),
-                origin: Origin::Allocator
-            }
-        );
-    }
-
-    #[test]
-    fn rejects_short_records_and_unknown_kinds() {
-        assert_eq!(Event::decode(&[0; 10]), Err(DecodeError::Size(10)));
-        let raw = tracer_ebpf::Event { kind: 99, ..Default::default() };
-        assert_eq!(Event::decode(&bytes_of(&raw)), Err(DecodeError::Kind(99)));
-    }
-
-    #[test]
-    fn decodes_stack_samples_with_their_bytes() {
-        let header = tracer_ebpf::StackSample {
-            kind: kind::STACK_SAMPLE,
-            len: 16,
-            flags: 1,
-            id: 5,
-            ip: 6,
-            sp: 7,
-            bp: 8,
-        };
-        // SAFETY: StackSample is repr(C) plain data without padding.
-        let mut record =
-            unsafe { std::slice::from_raw_parts((&raw const header).cast::<u8>(), SAMPLE_HEADER) }.to_vec();
-        record.extend(1..=16u8);
-        let Event::StackSample(sample) = Event::decode(&record).unwrap() else { panic!("not a sample") };
-        assert_eq!((sample.id, sample.ip, sample.sp, sample.bp, sample.flags), (5, 6, 7, 8, 1));
-        assert_eq!(&sample.stack[..], &(1..=16u8).collect::<Vec<_>>()[..]);
-        // A length beyond the record is an error, not a panic.
-        assert!(Event::decode(&record[..SAMPLE_HEADER + 4]).is_err());
-    }
-
-    #[test]
-    fn zero_stack_id_means_no_stack() {
-        let raw = tracer_ebpf::Event { kind: kind::ALLOC, addr: 16, size: 1, func: 1, ..Default::default() };
-        assert!(matches!(Event::decode(&bytes_of(&raw)).unwrap(), Event::Alloc { stack: None, .. }));
-    }
-}
+mod tests;

@@ -1,42 +1,36 @@
 //! The kernel side, seen from userspace: loading the eBPF object, attaching its programs
-//! to the target, and reading what the kernel counted.
+//! to the target (`points`: allocator functions; `golang`: the Go runtime;
+//! `tracepoints`: syscalls and the process's life), and reading what the kernel counted
+//! (`kernel`).
 //!
 //! Dropping [`Probes`] detaches every link and unloads every program; nothing of ours
 //! stays in the kernel after that.
 
-pub mod allocator;
-mod elf;
-mod placement;
+mod btf;
+pub mod golang;
+mod kernel;
+pub mod placement;
+pub mod points;
+pub mod tracepoints;
 
-use std::{num::NonZeroU32, path::Path};
+use std::{collections::HashSet, num::NonZeroU32, path::Path, path::PathBuf};
 
 use aya::{
     Ebpf, EbpfError, EbpfLoader,
-    maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{ProgramError, TracePoint, UProbe, uprobe::UProbeAttachPoint, uprobe::UProbeScope},
+    maps::{MapData, MapError, PerCpuArray, RingBuf},
+    programs::{Program, ProgramError, TracePoint, UProbe, uprobe::UProbeAttachPoint, uprobe::UProbeScope},
 };
-use tracer_ebpf::{Stack, UnwindRule, counter, global, map, unwind_mode};
+use tracer_ebpf::{global, golang::GoOffsets, map, unwind_mode};
 
-use crate::cli::Unwind;
-
-pub use self::allocator::ProbePoint;
+pub use self::{
+    kernel::{KernelCounters, KernelStacks},
+    points::ProbePoint,
+    tracepoints::Tracepoint,
+};
+use crate::config::{ProbeOptions, UnwindMode};
 
 /// The eBPF object built by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/leaktracer-probes"));
-
-/// Syscall and scheduler tracepoints: (program, category, name).
-const TRACEPOINTS: [(&str, &str, &str); 10] = [
-    ("lt_mmap_enter", "syscalls", "sys_enter_mmap"),
-    ("lt_mmap_exit", "syscalls", "sys_exit_mmap"),
-    ("lt_munmap_enter", "syscalls", "sys_enter_munmap"),
-    ("lt_munmap_exit", "syscalls", "sys_exit_munmap"),
-    ("lt_mremap_enter", "syscalls", "sys_enter_mremap"),
-    ("lt_mremap_exit", "syscalls", "sys_exit_mremap"),
-    ("lt_brk_enter", "syscalls", "sys_enter_brk"),
-    ("lt_brk_exit", "syscalls", "sys_exit_brk"),
-    ("lt_exec", "sched", "sched_process_exec"),
-    ("lt_thread_exit", "sched", "sched_process_exit"),
-];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -45,9 +39,9 @@ pub enum ProbeError {
     #[error("cannot load the eBPF object: {0}")]
     Load(#[from] EbpfError),
     #[error("the eBPF object has no program {0}")]
-    MissingProgram(&'static str),
+    MissingProgram(String),
     #[error("the kernel rejected eBPF program {name}: {source}")]
-    Program { name: &'static str, source: ProgramError },
+    Program { name: String, source: ProgramError },
     #[error("cannot attach to {what}: {source}")]
     Attach { what: String, source: ProgramError },
     #[error("the eBPF object has no map {0}")]
@@ -61,150 +55,147 @@ pub enum ProbeError {
     NoTracefs(std::io::Error),
 }
 
-/// Failures the kernel side counted, summed over CPUs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct KernelCounters {
-    pub lost_events: u64,
-    pub stack_errors: u64,
-    pub dropped: u64,
-    pub nested_calls: u64,
-    pub truncated_stacks: u64,
-    pub stack_samples: u64,
+/// What the programs are loaded with.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadOptions {
+    /// The traced process.
+    pub tgid: u32,
+    pub probes: ProbeOptions,
+    /// The target's Go runtime layout, when it is a Go program.
+    pub go: Option<GoOffsets>,
 }
 
-/// Loaded programs and their links. The maps userspace reads are taken out with
-/// [`Probes::take_events`] and [`Probes::take_stacks`].
+/// A uprobe to attach: a program at a file offset of an object, with a cookie.
+#[derive(Debug, Clone)]
+pub struct Uprobe {
+    pub program: &'static str,
+    /// Path to attach through (see `points::Candidate::open_path`).
+    pub object: PathBuf,
+    /// What to call it in messages.
+    pub what: String,
+    pub offset: u64,
+    pub cookie: u64,
+}
+
+/// Loaded programs and their links.
 pub struct Probes {
     ebpf: Ebpf,
     counters: PerCpuArray<MapData, u64>,
+    loaded: HashSet<String>,
     uprobes: usize,
     /// Links by program, to detach them together (see `detach`).
-    uprobe_links: Vec<(&'static str, aya::programs::uprobe::UProbeLinkId)>,
-    tracepoint_links: Vec<(&'static str, aya::programs::trace_point::TracePointLinkId)>,
+    uprobe_links: Vec<(String, aya::programs::uprobe::UProbeLinkId)>,
+    tracepoint_links: Vec<(String, aya::programs::trace_point::TracePointLinkId)>,
 }
 
 impl Probes {
-    /// Loads every program, filtering on `tgid`, with a ring buffer of `ring_bytes`.
-    pub fn load(
-        tgid: u32,
-        ring_bytes: u32,
-        unwind: Unwind,
-        sample_bytes: u64,
-        floor: bool,
-    ) -> Result<Self, ProbeError> {
+    /// Loads the object with its globals and maps set for this session. Programs are
+    /// loaded (verified) only when first attached.
+    pub fn load(options: &LoadOptions) -> Result<Self, ProbeError> {
         if OBJECT.is_empty() {
             return Err(ProbeError::NoObject);
         }
         ensure_tracefs()?;
-        let mode = match unwind {
-            Unwind::EhFrame => unwind_mode::EH_FRAME,
-            Unwind::FramePointers => unwind_mode::FRAME_POINTERS,
-            Unwind::None => unwind_mode::NONE,
-            Unwind::Copy => unwind_mode::COPY,
+        let p = &options.probes;
+        let mode = match p.unwind {
+            UnwindMode::EhFrame => unwind_mode::EH_FRAME,
+            UnwindMode::FramePointers => unwind_mode::FRAME_POINTERS,
+            UnwindMode::None => unwind_mode::NONE,
+            UnwindMode::Copy => unwind_mode::COPY,
         };
+        // The sampled-block set exists only when sampling (one entry otherwise).
+        let sampled = if p.sample_bytes == 0 { 1 } else { p.max_live.max(1) };
+        let exit_code_offset = btf::task_exit_code_offset().unwrap_or(0);
+        let go = options.go.unwrap_or_default();
         let mut ebpf = EbpfLoader::new()
-            .override_global(global::TARGET_TGID, &tgid, true)
-            .override_global(global::WAKEUP_BYTES, &u64::from(ring_bytes / 8), true)
+            .override_global(global::TARGET_TGID, &options.tgid, true)
+            .override_global(global::WAKEUP_BYTES, &u64::from(p.ring_bytes / 8), true)
             .override_global(global::UNWIND_MODE, &mode, true)
-            .override_global(global::SAMPLE_BYTES, &sample_bytes, true)
-            .override_global(global::BENCH_FLOOR, &u32::from(floor), true)
-            .map_max_entries(map::EVENTS, ring_bytes)
+            .override_global(global::SAMPLE_BYTES, &p.sample_bytes, true)
+            .override_global(global::BENCH_FLOOR, &u32::from(p.floor), true)
+            .override_global(global::TASK_EXIT_CODE_OFFSET, &exit_code_offset, true)
+            .override_global(global::GO_OFFSETS, &go, true)
+            .map_max_entries(map::EVENTS, p.ring_bytes)
+            .map_max_entries(map::SAMPLED, sampled)
             .load(OBJECT)?;
-        let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
-        for name in names {
-            let program = ebpf.program_mut(&name).expect("listed above");
-            let name: &'static str = program_name(&name);
-            let loaded = match program {
-                aya::programs::Program::UProbe(p) => p.load(),
-                aya::programs::Program::TracePoint(p) => p.load(),
-                _ => Ok(()),
-            };
-            loaded.map_err(|source| ProbeError::Program { name, source })?;
-        }
-        let counters = ebpf.take_map(map::COUNTERS).ok_or(ProbeError::MissingMap(map::COUNTERS))?;
+        let counters = take(&mut ebpf, map::COUNTERS)?;
         let counters = PerCpuArray::try_from(counters)
             .map_err(|source| ProbeError::Map { name: map::COUNTERS, source })?;
-        Ok(Self { ebpf, counters, uprobes: 0, uprobe_links: Vec::new(), tracepoint_links: Vec::new() })
+        Ok(Self {
+            ebpf,
+            counters,
+            loaded: HashSet::new(),
+            uprobes: 0,
+            uprobe_links: Vec::new(),
+            tracepoint_links: Vec::new(),
+        })
     }
 
-    /// Attaches the syscall and scheduler tracepoints.
-    pub fn attach_tracepoints(&mut self) -> Result<(), ProbeError> {
-        for (program, category, name) in TRACEPOINTS {
+    /// The program `name`, loaded into the kernel on first use.
+    fn program(&mut self, name: &str) -> Result<&mut Program, ProbeError> {
+        let program =
+            self.ebpf.program_mut(name).ok_or_else(|| ProbeError::MissingProgram(name.to_string()))?;
+        if self.loaded.insert(name.to_string()) {
+            let loaded = match program {
+                Program::UProbe(p) => p.load(),
+                Program::TracePoint(p) => p.load(),
+                _ => Ok(()),
+            };
+            loaded.map_err(|source| ProbeError::Program { name: name.to_string(), source })?;
+        }
+        Ok(program)
+    }
+
+    /// Attaches programs to tracepoints.
+    pub fn attach_tracepoints(&mut self, tracepoints: &[Tracepoint]) -> Result<(), ProbeError> {
+        for t in tracepoints {
             let tp: &mut TracePoint = self
-                .ebpf
-                .program_mut(program)
-                .and_then(|p| p.try_into().ok())
-                .ok_or(ProbeError::MissingProgram(program))?;
-            let link = tp.attach(category, name).map_err(|source| ProbeError::Attach {
-                what: format!("tracepoint {category}:{name}"),
+                .program(t.program)?
+                .try_into()
+                .map_err(|_| ProbeError::MissingProgram(t.program.to_string()))?;
+            let link = tp.attach(t.category, t.name).map_err(|source| ProbeError::Attach {
+                what: format!("tracepoint {}:{}", t.category, t.name),
                 source,
             })?;
-            self.tracepoint_links.push((program, link));
+            self.tracepoint_links.push((t.program.to_string(), link));
         }
         Ok(())
     }
 
-    /// Attaches uprobes on the allocator functions, for `pid` only. Return probes go
-    /// first: an entry seen without its return probe in place would leave a call that
-    /// never completes.
-    pub fn attach_allocators(&mut self, pid: u32, points: &[ProbePoint]) -> Result<(), ProbeError> {
+    /// Attaches uprobes for `pid` only, in the order given (return probes must come
+    /// before their entry probes: an entry seen without its return probe in place would
+    /// leave a call that never completes).
+    pub fn attach_uprobes(&mut self, pid: u32, uprobes: &[Uprobe]) -> Result<(), ProbeError> {
         let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).expect("target pid is not 0"));
-        let returning = |p: &&ProbePoint| p.func != tracer_ebpf::func::FREE;
-        for point in points.iter().filter(returning) {
-            self.attach_one("lt_alloc_return", point, scope)?;
-        }
-        for point in points {
-            let program = if returning(&point) { "lt_alloc_enter" } else { "lt_free_enter" };
-            self.attach_one(program, point, scope)?;
+        for u in uprobes {
+            let probe: &mut UProbe = self
+                .program(u.program)?
+                .try_into()
+                .map_err(|_| ProbeError::MissingProgram(u.program.to_string()))?;
+            let at = UProbeAttachPoint { location: u.offset.into(), cookie: Some(u.cookie) };
+            let link = probe
+                .attach(at, &u.object, scope)
+                .map_err(|source| ProbeError::Attach { what: u.what.clone(), source })?;
+            log::info!("{} on {} (file offset {:#x})", u.program, u.what, u.offset);
+            self.uprobe_links.push((u.program.to_string(), link));
+            self.uprobes += 1;
         }
         Ok(())
     }
 
-    fn attach_one(
-        &mut self,
-        program: &'static str,
-        point: &ProbePoint,
-        scope: UProbeScope,
-    ) -> Result<(), ProbeError> {
-        let probe: &mut UProbe = self
-            .ebpf
-            .program_mut(program)
-            .and_then(|p| p.try_into().ok())
-            .ok_or(ProbeError::MissingProgram(program))?;
-        let at = UProbeAttachPoint {
-            location: (point.offset + point.skip).into(),
-            cookie: Some(u64::from(point.func)),
-        };
-        let link = probe.attach(at, &point.object, scope).map_err(|source| ProbeError::Attach {
-            what: format!("{} in {}", point.name, point.display),
-            source,
-        })?;
-        self.uprobe_links.push((program, link));
-        let skip = if point.skip == 0 { String::new() } else { format!("+{}", point.skip) };
-        log::info!(
-            "{program} on {}{skip} (file offset {:#x}) in {}",
-            point.name,
-            point.offset + point.skip,
-            point.display
-        );
-        self.uprobes += 1;
-        Ok(())
-    }
-
-    /// Detaches everything, all links at once: each detach waits for the kernel to be
-    /// done with the probe (about a tenth of a second each for uprobes here), and those
-    /// waits overlap. Then the programs go. Nothing of ours stays in the kernel.
+    /// Detaches everything, all links at once: each uprobe detach waits for the kernel
+    /// to be done with the probe, and those waits overlap. Then the programs go.
     pub fn detach(mut self) {
         let mut links: Vec<Box<dyn Send>> = Vec::new();
         for (program, id) in std::mem::take(&mut self.uprobe_links) {
-            if let Some(p) = self.ebpf.program_mut(program).and_then(|p| <&mut UProbe>::try_from(p).ok())
+            if let Some(p) = self.ebpf.program_mut(&program).and_then(|p| <&mut UProbe>::try_from(p).ok())
                 && let Ok(link) = p.take_link(id)
             {
                 links.push(Box::new(link));
             }
         }
         for (program, id) in std::mem::take(&mut self.tracepoint_links) {
-            if let Some(p) = self.ebpf.program_mut(program).and_then(|p| <&mut TracePoint>::try_from(p).ok())
+            if let Some(p) = self.ebpf.program_mut(&program).and_then(|p| <&mut TracePoint>::try_from(p).ok())
                 && let Ok(link) = p.take_link(id)
             {
                 links.push(Box::new(link));
@@ -224,50 +215,45 @@ impl Probes {
     }
 
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
-        let m = self.ebpf.take_map(map::EVENTS).ok_or(ProbeError::MissingMap(map::EVENTS))?;
-        RingBuf::try_from(m).map_err(|source| ProbeError::Map { name: map::EVENTS, source })
+        RingBuf::try_from(take(&mut self.ebpf, map::EVENTS)?)
+            .map_err(|source| ProbeError::Map { name: map::EVENTS, source })
     }
 
-    pub fn take_stacks(&mut self) -> Result<BpfHashMap<MapData, u64, Stack>, ProbeError> {
-        let m = self.ebpf.take_map(map::STACKS).ok_or(ProbeError::MissingMap(map::STACKS))?;
-        BpfHashMap::try_from(m).map_err(|source| ProbeError::Map { name: map::STACKS, source })
-    }
-
-    pub fn take_unwind_rules(&mut self) -> Result<BpfHashMap<MapData, u64, UnwindRule>, ProbeError> {
-        let name = map::UNWIND_RULES;
-        let m = self.ebpf.take_map(name).ok_or(ProbeError::MissingMap(name))?;
-        BpfHashMap::try_from(m).map_err(|source| ProbeError::Map { name, source })
-    }
-
-    pub fn take_rule_generation(&mut self) -> Result<aya::maps::Array<MapData, u32>, ProbeError> {
-        let name = map::RULE_GENERATION;
-        let m = self.ebpf.take_map(name).ok_or(ProbeError::MissingMap(name))?;
-        aya::maps::Array::try_from(m).map_err(|source| ProbeError::Map { name, source })
+    /// The stack and unwind-rule maps, for the stack table.
+    pub fn take_stacks(&mut self) -> Result<KernelStacks, ProbeError> {
+        let mut map_of = |name| take(&mut self.ebpf, name);
+        let (stacks, rules, generation, ranges) = (
+            map_of(map::STACKS)?,
+            map_of(map::UNWIND_RULES)?,
+            map_of(map::RULE_GENERATION)?,
+            map_of(map::CODE_RANGES)?,
+        );
+        let err = |name| move |source| ProbeError::Map { name, source };
+        Ok(KernelStacks {
+            stacks: stacks.try_into().map_err(err(map::STACKS))?,
+            rules: rules.try_into().map_err(err(map::UNWIND_RULES))?,
+            generation: generation.try_into().map_err(err(map::RULE_GENERATION))?,
+            ranges: ranges.try_into().map_err(err(map::CODE_RANGES))?,
+        })
     }
 
     pub fn counters(&self) -> KernelCounters {
-        let sum = |index: u32| -> u64 {
-            self.counters.get(&index, 0).map(|per_cpu| per_cpu.iter().sum()).unwrap_or(0)
-        };
-        KernelCounters {
-            lost_events: sum(counter::LOST_EVENTS),
-            stack_errors: sum(counter::STACK_ERRORS),
-            dropped: sum(counter::DROPPED),
-            nested_calls: sum(counter::NESTED_CALLS),
-            truncated_stacks: sum(counter::TRUNCATED_STACKS),
-            stack_samples: sum(counter::STACK_SAMPLES),
-        }
+        kernel::read_counters(&self.counters)
     }
 }
 
-/// Program names come from the object; map them to the static names used in messages.
-fn program_name(name: &str) -> &'static str {
-    TRACEPOINTS
-        .iter()
-        .map(|(p, _, _)| *p)
-        .chain(["lt_alloc_enter", "lt_alloc_return", "lt_free_enter"])
-        .find(|p| *p == name)
-        .unwrap_or("(unknown)")
+fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, ProbeError> {
+    ebpf.take_map(name).ok_or(ProbeError::MissingMap(name))
+}
+
+/// Kernel memory this process holds in eBPF maps and programs (the `memlock` the kernel
+/// charges for each descriptor): what a session costs the machine.
+pub fn kernel_memory_bytes() -> u64 {
+    let Ok(fds) = std::fs::read_dir("/proc/self/fdinfo") else { return 0 };
+    fds.filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|info| info.lines().find_map(|l| l.strip_prefix("memlock:"))?.trim().parse::<u64>().ok())
+        .sum()
 }
 
 /// aya finds tracepoint ids under tracefs; mount it when the machine has not.

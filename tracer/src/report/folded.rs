@@ -8,12 +8,12 @@
 
 use std::collections::BTreeMap;
 
-use super::model::{FrameReport, Report, SiteReport};
-use crate::cli::Weight;
+use super::model::{FrameReport, Report, SiteReport, VerdictName};
+use crate::config::Weight;
 
 /// The sites of a report that go into flame graphs and profiles.
 pub fn exported_sites(report: &Report, only_leaks: bool) -> impl Iterator<Item = &SiteReport> {
-    report.sites.iter().filter(move |s| !only_leaks || s.verdict == "leak")
+    report.sites.iter().filter(move |s| !only_leaks || s.verdict == VerdictName::Leak)
 }
 
 pub fn folded(report: &Report, weight: Weight, only_leaks: bool) -> String {
@@ -57,16 +57,16 @@ pub(crate) mod tests {
 
     pub(crate) fn site(
         id: &str,
-        verdict: &str,
+        verdict: VerdictName,
         live: (u64, u64),
         frames: &[(Option<&str>, &str)],
     ) -> SiteReport {
         SiteReport {
             id: id.into(),
-            kind: "heap".into(),
+            kind: KindName::Heap,
             allocator: "malloc".into(),
             backing: None,
-            verdict: verdict.into(),
+            verdict,
             confidence: 1.0,
             count_per_min: 0.0,
             bytes_per_min: 0.0,
@@ -131,10 +131,20 @@ pub(crate) mod tests {
     #[test]
     fn root_first_sorted_summed_and_safe() {
         let r = report(vec![
-            site("s1", "leak", (2, 200), &[(Some("alloc one"), "0x1010"), (Some("main"), "0x1100")]),
-            site("s2", "stable", (1, 50), &[(Some("b;c"), "0x1020"), (None, "0x1200")]),
-            site("s3", "leak", (1, 30), &[(Some("alloc one"), "0x1011"), (Some("main"), "0x1101")]),
-            site("s4", "stable", (0, 0), &[(Some("freed"), "0x1030")]),
+            site(
+                "s1",
+                VerdictName::Leak,
+                (2, 200),
+                &[(Some("alloc one"), "0x1010"), (Some("main"), "0x1100")],
+            ),
+            site("s2", VerdictName::Stable, (1, 50), &[(Some("b;c"), "0x1020"), (None, "0x1200")]),
+            site(
+                "s3",
+                VerdictName::Leak,
+                (1, 30),
+                &[(Some("alloc one"), "0x1011"), (Some("main"), "0x1101")],
+            ),
+            site("s4", VerdictName::Stable, (0, 0), &[(Some("freed"), "0x1030")]),
         ]);
         assert_eq!(folded(&r, Weight::Bytes, false), "[app@0x1200];b:c 50\nmain;alloc_one 230\n");
         assert_eq!(folded(&r, Weight::Count, true), "main;alloc_one 3\n");

@@ -6,6 +6,52 @@ use serde::{Deserialize, Serialize};
 
 pub const SCHEMA: &str = "leaktracer.report/v1";
 
+/// A site's verdict, as written (`unknown` before the first one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerdictName {
+    Leak,
+    Growing,
+    Plateau,
+    Cyclic,
+    Shrinking,
+    Stable,
+    Unknown,
+}
+
+impl VerdictName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerdictName::Leak => "leak",
+            VerdictName::Growing => "growing",
+            VerdictName::Plateau => "plateau",
+            VerdictName::Cyclic => "cyclic",
+            VerdictName::Shrinking => "shrinking",
+            VerdictName::Stable => "stable",
+            VerdictName::Unknown => "unknown",
+        }
+    }
+
+    /// Leak suspects: what a text report shows first and by default.
+    pub fn is_suspect(self) -> bool {
+        matches!(self, VerdictName::Leak | VerdictName::Growing)
+    }
+}
+
+/// What a site makes, as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KindName {
+    Heap,
+    Mmap,
+    Brk,
+    Goroutine,
+    Defer,
+    Fd,
+    Goheap,
+    Resident,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     pub schema: String,
@@ -118,8 +164,8 @@ pub struct SiteTotals {
 pub struct SiteReport {
     /// Stable within the run.
     pub id: String,
-    /// `heap`, `mmap` or `brk`.
-    pub kind: String,
+    /// `heap`, `mmap`, `brk`, `goroutine`, `defer`, `fd`, `goheap` or `resident`.
+    pub kind: KindName,
     /// The function that was called: malloc, calloc, ..., mmap, brk.
     pub allocator: String,
     /// For mmap sites: `anonymous` or `file`.
@@ -127,7 +173,7 @@ pub struct SiteReport {
     pub backing: Option<String>,
     /// `leak`, `growing`, `plateau`, `cyclic`, `shrinking`, `stable` (or `unknown`
     /// before the first verdict).
-    pub verdict: String,
+    pub verdict: VerdictName,
     /// How sure the verdict is, 0 to 1.
     #[serde(default)]
     pub confidence: f64,
@@ -169,4 +215,36 @@ pub struct FrameReport {
     pub module: Option<String>,
     /// Runtime address (a return address for all but inlined frames), hex.
     pub address: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ReadError {
+    #[error("holds no leaktracer JSON report")]
+    NoReport,
+    #[error("is a {0} report; this leaktracer reads {SCHEMA}")]
+    Schema(String),
+}
+
+/// The last complete report of an NDJSON file's text. A last line cut short (a session
+/// killed while writing) is skipped, with a note on stderr.
+pub fn last_report(text: &str) -> Result<Report, ReadError> {
+    let mut lines = text.lines().rev().filter(|l| !l.trim().is_empty()).peekable();
+    let mut skipped = false;
+    while let Some(line) = lines.next() {
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else {
+            // Only the last line may be cut short; anything else is not ours.
+            if skipped || lines.peek().is_none() {
+                return Err(ReadError::NoReport);
+            }
+            eprintln!("leaktracer: skipped a partial last line (the session was cut short while writing)");
+            skipped = true;
+            continue;
+        };
+        let schema = value.get("schema").and_then(|s| s.as_str()).unwrap_or_default().to_string();
+        if schema != SCHEMA {
+            return Err(if schema.is_empty() { ReadError::NoReport } else { ReadError::Schema(schema) });
+        }
+        return serde_json::from_value(value).map_err(|_| ReadError::NoReport);
+    }
+    Err(ReadError::NoReport)
 }

@@ -141,7 +141,7 @@ pub fn pprof(report: &Report, only_leaks: bool) -> std::io::Result<Vec<u8>> {
         }
         let label = vec![
             Label { key: site_key, str: b.string(&site.id), ..Label::default() },
-            Label { key: verdict_key, str: b.string(&site.verdict), ..Label::default() },
+            Label { key: verdict_key, str: b.string(site.verdict.as_str()), ..Label::default() },
         ];
         let value = [site.allocs, site.alloc_bytes, site.live_count, site.live_bytes]
             .map(|v| i64::try_from(v).unwrap_or(i64::MAX))
@@ -186,7 +186,10 @@ mod tests {
     use std::io::Read as _;
 
     use super::*;
-    use crate::report::folded::tests::{report, site};
+    use crate::report::{
+        folded::tests::{report, site},
+        model::VerdictName,
+    };
 
     fn decode(bytes: &[u8]) -> Profile {
         let mut raw = Vec::new();
@@ -197,10 +200,12 @@ mod tests {
     #[test]
     fn heap_profile_with_dense_ids_and_shared_locations() {
         let mut inlined =
-            site("s2", "stable", (1, 8), &[(Some("helper"), "0x1100"), (Some("outer"), "0x1100")]);
-        inlined.frames.push(site("x", "", (0, 0), &[(Some("main"), "0x1200")]).frames.remove(0));
+            site("s2", VerdictName::Stable, (1, 8), &[(Some("helper"), "0x1100"), (Some("outer"), "0x1100")]);
+        inlined
+            .frames
+            .push(site("x", VerdictName::Unknown, (0, 0), &[(Some("main"), "0x1200")]).frames.remove(0));
         let r = report(vec![
-            site("s1", "leak", (3, 300), &[(Some("intern"), "0x1010"), (Some("main"), "0x1200")]),
+            site("s1", VerdictName::Leak, (3, 300), &[(Some("intern"), "0x1010"), (Some("main"), "0x1200")]),
             inlined,
         ]);
         let bytes = pprof(&r, false).unwrap();

@@ -10,7 +10,7 @@ use inferno::flamegraph::{
 };
 
 use super::{folded::folded, model::Report, text::bytes};
-use crate::cli::Weight;
+use crate::config::Weight;
 
 pub fn svg(report: &Report, weight: Weight, only_leaks: bool) -> io::Result<Vec<u8>> {
     let stacks = folded(report, weight, only_leaks);
@@ -71,7 +71,7 @@ mod tests {
     fn draws_the_leaking_function_and_the_same_picture_twice() {
         let r = report(vec![site(
             "s1",
-            "leak",
+            crate::report::model::VerdictName::Leak,
             (2, 4096),
             &[(Some("intern_all"), "0x1010"), (Some("main"), "0x1100")],
         )]);

@@ -53,9 +53,8 @@ pub fn render(report: &Report, all: bool, out: &mut dyn Write) -> io::Result<()>
         c.events,
         if missed.is_empty() { ", nothing missed".to_string() } else { format!("; {}", missed.join(", ")) }
     )?;
-    let suspects = report.sites.iter().filter(|s| matches!(s.verdict.as_str(), "leak" | "growing")).count();
-    let shown: Vec<&SiteReport> =
-        report.sites.iter().filter(|s| all || matches!(s.verdict.as_str(), "leak" | "growing")).collect();
+    let suspects = report.sites.iter().filter(|s| s.verdict.is_suspect()).count();
+    let shown: Vec<&SiteReport> = report.sites.iter().filter(|s| all || s.verdict.is_suspect()).collect();
     writeln!(
         out,
         "sites: {} seen, {} with memory outstanding, {suspects} growing{}",
@@ -107,9 +106,9 @@ fn render_site(rank: usize, s: &SiteReport, out: &mut dyn Write) -> io::Result<(
         out,
         "#{rank} [{}] {} (confidence {:.2}{since}){growth}: {} via {via}, {} live in {} (allocated {}, freed {}), age p50 {:.1}s p99 {:.1}s max {:.1}s",
         s.id,
-        s.verdict.to_uppercase(),
+        s.verdict.as_str().to_uppercase(),
         s.confidence,
-        s.kind,
+        kind_name(s.kind),
         bytes(s.live_bytes),
         plural(s.live_count, "block"),
         s.allocs,
@@ -135,6 +134,20 @@ fn render_site(rank: usize, s: &SiteReport, out: &mut dyn Write) -> io::Result<(
         writeln!(out, "    ... (stack cut short)")?;
     }
     Ok(())
+}
+
+fn kind_name(kind: super::model::KindName) -> &'static str {
+    use super::model::KindName;
+    match kind {
+        KindName::Heap => "heap",
+        KindName::Mmap => "mmap",
+        KindName::Brk => "brk",
+        KindName::Goroutine => "goroutine",
+        KindName::Defer => "defer",
+        KindName::Fd => "fd",
+        KindName::Goheap => "goheap",
+        KindName::Resident => "resident",
+    }
 }
 
 fn plural(n: u64, what: &str) -> String {

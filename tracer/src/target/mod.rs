@@ -1,11 +1,17 @@
-//! The traced process: finding out what it is, starting it (`run`), and watching it.
+//! The traced process: finding out what it is, starting it (`run`), watching it, and
+//! reading what it exposes in `/proc` without trusting it (`files`).
 
+pub mod files;
 pub mod launch;
 pub mod limits;
 pub mod maps;
+pub mod pidfd;
 pub mod privileges;
+pub mod proc;
 
 use std::{fs, io, path::PathBuf};
+
+use self::pidfd::PidFd;
 
 /// What the reports say about the target.
 #[derive(Debug, Clone)]
@@ -23,60 +29,58 @@ pub enum TargetError {
     Zombie(u32),
     #[error("process {0} is a kernel thread; leaktracer traces user processes")]
     KernelThread(u32),
+    #[error("{tid} is a thread of process {pid}; trace the process: leaktracer attach --pid {pid}")]
+    Thread { tid: u32, pid: u32 },
     #[error("leaktracer cannot trace itself")]
     Itself,
     #[error("cannot read /proc/{pid}/{what}: {source}")]
     Proc { pid: u32, what: &'static str, source: io::Error },
+    #[error("cannot watch process {pid} for its exit: {source}")]
+    Watch { pid: u32, source: io::Error },
 }
 
 impl Target {
-    /// Looks a running process up, refusing what cannot be traced.
-    pub fn inspect(pid: u32) -> Result<Self, TargetError> {
+    /// Looks a running process up, refusing what cannot be traced. Returns a pidfd on
+    /// it too, taken now: a target that exits right after attach is still seen exiting.
+    pub fn inspect(pid: u32) -> Result<(Self, PidFd), TargetError> {
         if pid == std::process::id() {
             return Err(TargetError::Itself);
         }
         let stat = match fs::read_to_string(format!("/proc/{pid}/stat")) {
             Ok(stat) => stat,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(TargetError::NoSuchProcess(pid));
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(TargetError::NoSuchProcess(pid)),
             Err(source) => return Err(TargetError::Proc { pid, what: "stat", source }),
         };
+        // /proc/TID exists for threads too (hidden from listings): name the process.
+        if let Some(tgid) = proc::tgid_of(pid).filter(|tgid| *tgid != pid) {
+            return Err(TargetError::Thread { tid: pid, pid: tgid });
+        }
         // The state follows the parenthesised command name, which may itself hold ')'.
         let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
         if state == Some('Z') || state == Some('X') {
             return Err(TargetError::Zombie(pid));
         }
+        let pidfd = PidFd::open(pid).map_err(|source| TargetError::Watch { pid, source })?;
         let exe = match fs::read_link(format!("/proc/{pid}/exe")) {
             Ok(exe) => exe,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(TargetError::KernelThread(pid));
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(TargetError::KernelThread(pid)),
             Err(source) => return Err(TargetError::Proc { pid, what: "exe", source }),
         };
-        let cmdline = fs::read(format!("/proc/{pid}/cmdline"))
-            .map(|raw| {
-                raw.split(|b| *b == 0)
-                    .filter(|a| !a.is_empty())
-                    .map(|a| String::from_utf8_lossy(a).into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        Ok(Self { pid, exe, cmdline })
+        Ok((Self { pid, exe, cmdline: cmdline(pid) }, pidfd))
     }
 }
 
-/// Resident set size of a live process.
-pub fn rss_bytes(pid: u32) -> Option<u64> {
-    let statm = fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * page_size())
-}
-
-pub fn page_size() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    u64::try_from(size).unwrap_or(4096)
+/// The arguments of a process, as far as they can be read.
+fn cmdline(pid: u32) -> Vec<String> {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|raw| {
+            raw.split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .take(256)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -85,22 +89,37 @@ mod tests {
 
     #[test]
     fn missing_pid_is_named() {
-        // PIDs never exceed 2^22 on Linux.
-        let err = Target::inspect(4_194_305 + 7).unwrap_err();
-        assert_eq!(err.to_string(), "no process with PID 4194312");
+        // One above the largest PID this machine can give out.
+        let max: u32 = fs::read_to_string("/proc/sys/kernel/pid_max").unwrap().trim().parse().unwrap();
+        let err = Target::inspect(max + 1).unwrap_err();
+        assert_eq!(err.to_string(), format!("no process with PID {}", max + 1));
     }
 
     #[test]
-    fn refuses_itself() {
+    fn refuses_itself_and_threads() {
         assert!(matches!(Target::inspect(std::process::id()), Err(TargetError::Itself)));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tx.send(unsafe { libc::gettid() } as u32).unwrap();
+            let _ = done_rx.recv();
+        });
+        let tid = rx.recv().unwrap();
+        let err = Target::inspect(tid).unwrap_err();
+        assert!(
+            matches!(err, TargetError::Thread { tid: t, pid } if t == tid && pid == std::process::id()),
+            "{err}"
+        );
+        drop(done_tx);
+        t.join().unwrap();
     }
 
     #[test]
     fn reads_a_live_process() {
         let parent = std::os::unix::process::parent_id();
-        let target = Target::inspect(parent).unwrap();
+        let (target, _pidfd) = Target::inspect(parent).unwrap();
         assert_eq!(target.pid, parent);
         assert!(target.exe.is_absolute());
-        assert!(rss_bytes(parent).unwrap() > 0);
     }
 }

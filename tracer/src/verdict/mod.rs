@@ -10,7 +10,10 @@ use std::collections::HashMap;
 
 pub use self::classify::{Assessment, Verdict};
 use self::{classify::assess, series::SeriesStore, trend::theil_sen};
-use crate::aggregate::sites::{SiteIdx, Sites};
+use crate::{
+    aggregate::sites::{SiteIdx, Sites},
+    identify::Group,
+};
 
 /// Samples kept per series (then the resolution halves).
 const SERIES_CAPACITY: usize = 240;
@@ -45,11 +48,12 @@ impl Verdicts {
         self.series.sample(t, sites, rss);
     }
 
-    /// Judges every group of sites (`(id, members)`) on its series so far.
-    pub fn evaluate<'a>(&mut self, groups: impl Iterator<Item = (SiteIdx, &'a [SiteIdx])>) {
+    /// Judges every group of sites on its series so far.
+    pub fn evaluate(&mut self, groups: &[Group]) {
         let now = self.series.times().last().copied().unwrap_or(0.0);
-        for (id, members) in groups {
-            let (t, counts, bytes) = self.series.group(members);
+        for group in groups {
+            let id = group.first;
+            let (t, counts, bytes) = self.series.group(&group.members);
             let by_bytes = assess(&t, &bytes);
             let by_count = assess(&t, &counts);
             let (verdict, confidence) = combine(by_bytes, by_count);
@@ -109,20 +113,22 @@ mod tests {
     use super::*;
     use crate::{
         aggregate::sites::{SiteKey, SiteKind},
-        event::StackId,
+        stacks::StackId,
     };
 
     #[test]
     fn a_leak_is_remembered_from_when_it_was_first_seen() {
         let mut sites = Sites::default();
-        let leak = sites.intern(SiteKey { kind: SiteKind::Heap, stack: Some(StackId(1)), func: 1 });
-        let flat = sites.intern(SiteKey { kind: SiteKind::Heap, stack: Some(StackId(2)), func: 1 });
+        let leak = sites.intern(SiteKey { kind: SiteKind::Heap, stack: Some(StackId(1)), detail: 1 });
+        let flat = sites.intern(SiteKey { kind: SiteKind::Heap, stack: Some(StackId(2)), detail: 1 });
         sites.get_mut(flat).born(100, 1.0);
         let mut verdicts = Verdicts::default();
         for tick in 0..40 {
             sites.get_mut(leak).born(64, 1.0);
             verdicts.sample(f64::from(tick) * 0.5, &sites, Some(1_000_000 + 4096 * u64::from(tick as u32)));
-            verdicts.evaluate([(leak, &[leak][..]), (flat, &[flat][..])].into_iter());
+            let groups =
+                [Group { first: leak, members: vec![leak] }, Group { first: flat, members: vec![flat] }];
+            verdicts.evaluate(&groups);
         }
         let v = verdicts.get(leak).unwrap();
         assert_eq!(v.verdict, Verdict::Leak);

@@ -93,11 +93,11 @@ mod tests {
     use super::*;
     use crate::{
         aggregate::sites::{SiteKey, SiteKind},
-        event::StackId,
+        stacks::StackId,
     };
 
     fn key(i: u64) -> SiteKey {
-        SiteKey { kind: SiteKind::Heap, stack: Some(StackId(i)), func: 1 }
+        SiteKey { kind: SiteKind::Heap, stack: Some(StackId(i)), detail: 1 }
     }
 
     #[test]

@@ -5,8 +5,6 @@
 //! keeping, so it lives on one thread of its own for the whole run; the session asks it
 //! through a channel.
 
-pub mod modules;
-
 use std::{collections::HashMap, path::PathBuf, sync::Arc, sync::mpsc, thread};
 
 use blazesym::symbolize::{
@@ -15,8 +13,13 @@ use blazesym::symbolize::{
 };
 use tokio::sync::oneshot;
 
-use self::modules::{Location, ModuleIdx};
-use crate::{aggregate::stacks::StackTable, event::StackId};
+use crate::stacks::{
+    StackId, StackTable,
+    modules::{Location, ModuleIdx},
+};
+
+/// Symbolized addresses kept at most (then forgotten all at once and looked up again).
+const MAX_CACHED: usize = 1 << 20;
 
 /// One symbolized frame. Unknown parts are `None`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -102,6 +105,9 @@ impl Symbols {
                     wanted.entry(module).or_default().push(offset);
                 }
             }
+        }
+        if self.cache.len() >= MAX_CACHED {
+            self.cache.clear();
         }
         for (module, mut offsets) in wanted {
             offsets.sort_unstable();
@@ -195,14 +201,14 @@ mod tests {
     #[tokio::test]
     async fn symbolizes_a_function_of_this_test_binary_with_its_source_line() {
         let addr = leaktracer_symbolize_fixture as *const () as u64;
-        let mut map = modules::ModuleMap::new(std::process::id());
+        let mut map = crate::stacks::modules::ModuleMap::new(std::process::id());
         let loc = map.locate(addr).unwrap();
         let module = map.module(loc.module.unwrap());
         let symbolizer = Symbolizer::spawn().unwrap();
         let frames = symbolizer.symbolize(module.symbol_path(), vec![loc.offset]).await;
         let frame = frames[0].last().unwrap();
         assert_eq!(frame.function.as_deref(), Some("leaktracer_symbolize_fixture"));
-        assert!(frame.file.as_deref().is_some_and(|f| f.ends_with("symbolize/mod.rs")), "{frame:?}");
+        assert!(frame.file.as_deref().is_some_and(|f| f.ends_with("identify/symbolize.rs")), "{frame:?}");
         assert!(frame.line.is_some());
     }
 

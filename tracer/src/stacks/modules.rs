@@ -2,9 +2,12 @@
 //! addresses can be turned into (file, offset) while the process lives and symbolized
 //! after it is gone.
 //!
-//! Each file is opened (through `/proc/PID/root`, so containers work) when first seen and
-//! kept open; the symbolizer reads it through `/proc/self/fd/N`, which still works after
-//! the target exits or the file is replaced on disk.
+//! Each file is opened when first seen (through `/proc/PID/map_files`, which is the
+//! mapped file itself, or inside the target's root; regular files only, see
+//! `target::files`) and kept open; the symbolizer reads it through `/proc/self/fd/N`,
+//! which still works after the target exits or the file is replaced on disk. At most
+//! [`MAX_OPEN`] files are kept open (a target can map thousands); the others are opened
+//! again when needed, while the target lives.
 
 use std::{
     collections::HashMap,
@@ -14,7 +17,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::target::maps::{self, MapEntry};
+use crate::target::{
+    files,
+    maps::{self, MapEntry},
+};
+
+/// Files kept open at most.
+pub const MAX_OPEN: usize = 512;
+/// Modules tracked at most; code in files beyond is treated as anonymous.
+pub const MAX_MODULES: usize = 8192;
 
 pub type ModuleIdx = u32;
 
@@ -29,28 +40,36 @@ pub struct Module {
     /// Its first executable mapping seen: (start, end, file offset).
     pub mapping: (u64, u64, u64),
     file: Option<File>,
+    /// The process it is mapped in (0 in tests), to open it again when not kept open.
+    pid: u32,
     build_id: std::sync::OnceLock<Option<String>>,
 }
 
 impl Module {
-    /// The GNU build id, hex (read once, through the kept descriptor).
+    /// The GNU build id, hex (read once).
     pub fn build_id(&self) -> Option<&str> {
-        self.build_id
-            .get_or_init(|| {
-                use object::Object as _;
-                let data = std::fs::read(self.symbol_path()).ok()?;
-                let id = object::File::parse(&*data).ok()?.build_id().ok()??;
-                Some(id.iter().map(|b| format!("{b:02x}")).collect())
-            })
-            .as_deref()
+        self.build_id.get_or_init(|| super::elf::ElfFile::read(&mut self.open()?).ok()?.build_id()).as_deref()
     }
 
-    /// A path the symbolizer can open, now and after the target exits.
+    /// A path the symbolizer can open, now and after the target exits (when the file is
+    /// kept open).
     pub fn symbol_path(&self) -> PathBuf {
         match &self.file {
             Some(f) => PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd())),
             None => PathBuf::from(&self.path),
         }
+    }
+
+    /// The file, to read: the kept descriptor (duplicated), else opened again.
+    pub fn open(&self) -> Option<File> {
+        if let Some(f) = &self.file {
+            return f.try_clone().ok();
+        }
+        let (start, end, _) = self.mapping;
+        if self.pid == 0 {
+            return files::open_local(std::path::Path::new(&self.path)).ok();
+        }
+        files::open_mapped(self.pid, start, end, std::path::Path::new(&self.path)).ok()
     }
 }
 
@@ -85,6 +104,8 @@ pub struct ModuleMap {
     dirty: bool,
     /// The `[uprobes]` page, where uretprobes send returns.
     trampoline: Option<(u64, u64)>,
+    /// Files kept open.
+    open_files: usize,
 }
 
 impl ModuleMap {
@@ -97,6 +118,7 @@ impl ModuleMap {
             last_refresh: None,
             dirty: false,
             trampoline: None,
+            open_files: 0,
         };
         map.refresh();
         map
@@ -112,6 +134,7 @@ impl ModuleMap {
             last_refresh: Some(Instant::now() + Duration::from_secs(1 << 30)),
             dirty: false,
             trampoline: None,
+            open_files: 0,
         };
         map.load(entries);
         map
@@ -143,26 +166,35 @@ impl ModuleMap {
         }
         let mut regions = Vec::new();
         for entry in entries.iter().filter(|e| e.executable) {
-            let module = entry.file_path().map(|path| self.module_for(entry, path));
+            let module = entry.file_path().and_then(|path| self.module_for(entry, path));
             regions.push(Region { start: entry.start, end: entry.end, offset: entry.offset, module });
         }
         regions.sort_by_key(|r| r.start);
         self.regions = regions;
     }
 
-    fn module_for(&mut self, entry: &MapEntry, path: PathBuf) -> ModuleIdx {
+    fn module_for(&mut self, entry: &MapEntry, path: PathBuf) -> Option<ModuleIdx> {
         let display = path.display().to_string();
         if let Some(&idx) = self.by_path.get(&display) {
-            return idx;
+            return Some(idx);
         }
-        let file = if self.pid == 0 {
-            File::open(&path).ok()
-        } else if entry.is_deleted() {
-            File::open(format!("/proc/{}/map_files/{:x}-{:x}", self.pid, entry.start, entry.end)).ok()
+        if self.modules.len() >= MAX_MODULES {
+            return None;
+        }
+        let file = if self.open_files >= MAX_OPEN {
+            None
+        } else if self.pid == 0 {
+            files::open_local(&path).ok()
         } else {
-            let relative = path.strip_prefix("/").unwrap_or(&path);
-            File::open(PathBuf::from(format!("/proc/{}/root", self.pid)).join(relative)).ok()
+            match files::open_mapped(self.pid, entry.start, entry.end, &path) {
+                Ok(file) => Some(file),
+                Err(e) => {
+                    log::debug!("cannot open {display} (mapped by {}): {e}", self.pid);
+                    None
+                }
+            }
         };
+        self.open_files += usize::from(file.is_some());
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let is_loader =
             name.starts_with("ld-linux") || name.starts_with("ld-musl") || name.starts_with("ld.so");
@@ -172,10 +204,11 @@ impl ModuleMap {
             is_loader,
             mapping: (entry.start, entry.end, entry.offset),
             file,
+            pid: self.pid,
             build_id: std::sync::OnceLock::new(),
         });
         self.by_path.insert(display, idx);
-        idx
+        Some(idx)
     }
 
     /// The target mapped code (a library being loaded): addresses not found from now on
@@ -207,6 +240,11 @@ impl ModuleMap {
     /// `addr` is in the uretprobe trampoline page.
     pub fn is_trampoline(&self, addr: u64) -> bool {
         self.trampoline.is_some_and(|(start, end)| addr >= start && addr < end)
+    }
+
+    /// Every module seen, by index.
+    pub fn modules(&self) -> impl Iterator<Item = (ModuleIdx, &Module)> {
+        self.modules.iter().enumerate().map(|(i, m)| (i as ModuleIdx, m))
     }
 
     pub fn module(&self, idx: ModuleIdx) -> &Module {

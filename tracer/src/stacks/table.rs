@@ -1,15 +1,29 @@
 //! User stacks, read from the kernel once per distinct stack and placed in the target's
 //! modules right away, while the process is alive to say where its code is.
+//!
+//! A stack's id is the hash of its frames, whichever side walked it: stacks the kernel
+//! stored come under their hash already; a stack userspace unwound from a sample is
+//! filed under the hash of what it found, and the sample's random id is translated, so
+//! one call path is one stack (and one site) however it was walked.
 
 use std::{collections::HashMap, sync::Arc};
 
-use tracer_ebpf::UnwindRule;
+use tracer_ebpf::unwind::{CodeRange, UnwindRule, stack_hash};
 
-use crate::{
-    event::StackId,
-    symbolize::modules::{Location, ModuleMap},
+use super::{
+    modules::{Location, ModuleMap},
     unwind::{Sample, Unwinder},
 };
+
+/// Identifies a user stack: the hash of its frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StackId(pub u64);
+
+/// Distinct stacks kept at most; beyond, new stacks are counted and not kept (their
+/// events count at a site without a stack).
+pub const MAX_STACKS: usize = 500_000;
+/// Sample ids waiting for their event at most.
+const MAX_PENDING_ALIASES: usize = 65_536;
 
 /// A stack as the kernel stored it: innermost first, `frames[0]` the probed instruction,
 /// `frames[1]` the return address into the direct caller.
@@ -52,11 +66,15 @@ pub struct StackTable {
     pub modules: ModuleMap,
     unwinder: Unwinder,
     known: HashMap<StackId, Option<Arc<StackInfo>>>,
+    /// Sample ids to the content ids their stacks were filed under.
+    aliases: HashMap<u64, StackId>,
     /// Stacks the kernel side reported but userspace could not read back.
     pub missing: u64,
     /// Stack samples unwound here, and how many of them were cut short.
     pub samples: u64,
     pub truncated_samples: u64,
+    /// New stacks not kept because the table was full.
+    pub dropped: u64,
 }
 
 impl StackTable {
@@ -66,10 +84,22 @@ impl StackTable {
             modules,
             unwinder: Unwinder::default(),
             known: HashMap::new(),
+            aliases: HashMap::new(),
             missing: 0,
             samples: 0,
             truncated_samples: 0,
+            dropped: 0,
         }
+    }
+
+    /// Code ranges with one unwind rule each (Go code), as the kernel side has them.
+    pub fn set_code_ranges(&mut self, ranges: Vec<CodeRange>) {
+        self.unwinder.set_ranges(ranges);
+    }
+
+    /// The id an event's stack is known by: a sample's id becomes its content's.
+    pub fn canonical(&mut self, id: StackId) -> StackId {
+        self.aliases.remove(&id.0).unwrap_or(id)
     }
 
     /// Unwinds a sample the kernel side could not, files the stack under the sample's id
@@ -92,8 +122,24 @@ impl StackTable {
         if !learned.is_empty() {
             self.source.teach(&learned);
         }
-        let info = Arc::new(self.place(&raw));
-        self.known.insert(StackId(sample.id), Some(info));
+        let id = StackId(stack_hash(&raw.frames));
+        if self.aliases.len() >= MAX_PENDING_ALIASES {
+            self.aliases.clear();
+        }
+        self.aliases.insert(sample.id, id);
+        if !self.known.contains_key(&id) && self.room() {
+            let info = Arc::new(self.place(&raw));
+            self.known.insert(id, Some(info));
+        }
+    }
+
+    /// Whether another stack may be kept; counts the ones that may not.
+    fn room(&mut self) -> bool {
+        let room = self.known.len() < MAX_STACKS;
+        if !room {
+            self.dropped += 1;
+        }
+        room
     }
 
     /// The target exec'd: its code, and every rule about it, is gone.
@@ -107,6 +153,9 @@ impl StackTable {
     pub fn resolve(&mut self, id: StackId) -> Option<Arc<StackInfo>> {
         if let Some(known) = self.known.get(&id) {
             return known.clone();
+        }
+        if !self.room() {
+            return None;
         }
         let info = match self.source.fetch(id) {
             Some(raw) => {
@@ -226,5 +275,24 @@ mod tests {
         assert!(t.resolve(StackId(2)).is_none());
         assert!(t.resolve(StackId(2)).is_none());
         assert_eq!(t.missing, 1);
+    }
+
+    /// A sample files its stack under the hash of its frames: two samples of one call
+    /// path (the kernel forgot a rule in between) are one stack, and their ids translate.
+    #[test]
+    fn samples_of_one_path_are_one_stack() {
+        let mut t = table(&[]);
+        // A frameless stack copy whose only frame is the probed instruction: the walk
+        // from an unknown address stops at once, so the frames are [ip].
+        let sample = |id| Sample { id, ip: 0x7004, sp: 0x1000, bp: 0, flags: 0, stack: bytes::Bytes::new() };
+        t.add_sample(&sample(11));
+        t.add_sample(&sample(22));
+        let (a, b) = (t.canonical(StackId(11)), t.canonical(StackId(22)));
+        assert_eq!(a, b);
+        assert_eq!(a, StackId(stack_hash(&[0x7004])));
+        assert!(t.get(a).is_some());
+        // Translated once: the alias goes with its event.
+        assert_eq!(t.canonical(StackId(11)), StackId(11));
+        assert_eq!(t.samples, 2);
     }
 }

@@ -12,39 +12,35 @@ use std::{
     process::Command,
 };
 
-use tracer_ebpf::func;
+use tracer_ebpf::func::ALL as FUNCTIONS;
 
-use super::elf::ElfFile;
-use crate::target::maps::MapEntry;
-
-/// The traced functions and their ABI ids. Where two names share an address (glibc's
-/// aligned_alloc is an alias of memalign), the first one listed names the probe.
-pub const FUNCTIONS: [(&str, u32); 10] = [
-    ("malloc", func::MALLOC),
-    ("calloc", func::CALLOC),
-    ("realloc", func::REALLOC),
-    ("reallocarray", func::REALLOCARRAY),
-    ("posix_memalign", func::POSIX_MEMALIGN),
-    ("memalign", func::MEMALIGN),
-    ("aligned_alloc", func::ALIGNED_ALLOC),
-    ("valloc", func::VALLOC),
-    ("pvalloc", func::PVALLOC),
-    ("free", func::FREE),
-];
-
-/// The name of an allocator function id (events carry the id).
-pub fn name_of(id: u32) -> &'static str {
-    FUNCTIONS.iter().find(|(_, f)| *f == id).map_or("mmap", |(n, _)| n)
-}
+use crate::{
+    config::Placement,
+    stacks::elf::ElfFile,
+    target::{files, maps::MapEntry},
+};
 
 /// An object file that may provide allocator functions.
 #[derive(Debug, Clone)]
 pub struct Candidate {
-    /// Path to read and attach through (via /proc/PID/root for a running process, so
-    /// processes in other mount namespaces work).
+    /// Where to read it and attach to it: for a running process the mapping's
+    /// `/proc/PID/map_files` entry, which is the mapped file itself (whatever its path
+    /// says in the target's mount namespace); for a command about to start, the path.
     pub open_path: PathBuf,
     /// Path as the process sees it, for messages.
     pub display: String,
+    /// For a running process: its pid and the mapping, to open the file safely.
+    pub mapped: Option<(u32, u64, u64)>,
+}
+
+impl Candidate {
+    fn read(&self) -> Option<ElfFile> {
+        let file = match self.mapped {
+            Some((pid, start, end)) => files::open_mapped(pid, start, end, Path::new(&self.display)),
+            None => files::open_local(&self.open_path),
+        };
+        ElfFile::read(&mut file.ok()?).ok()
+    }
 }
 
 /// A function to put a uprobe on.
@@ -64,7 +60,6 @@ pub struct ProbePoint {
 pub fn candidates_from_maps(pid: u32, maps: &[MapEntry], exe: &Path) -> Vec<Candidate> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
-    let root = PathBuf::from(format!("/proc/{pid}/root"));
     // The executable first, whatever its address.
     let ordered = maps
         .iter()
@@ -75,12 +70,12 @@ pub fn candidates_from_maps(pid: u32, maps: &[MapEntry], exe: &Path) -> Vec<Cand
         if !seen.insert(path.clone()) {
             continue;
         }
-        let open_path = if entry.is_deleted() {
-            PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", entry.start, entry.end))
-        } else {
-            root.join(path.strip_prefix("/").unwrap_or(&path))
-        };
-        out.push(Candidate { open_path, display: path.display().to_string() });
+        let open_path = PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", entry.start, entry.end));
+        out.push(Candidate {
+            open_path,
+            display: path.display().to_string(),
+            mapped: Some((pid, entry.start, entry.end)),
+        });
     }
     out
 }
@@ -89,7 +84,8 @@ pub fn candidates_from_maps(pid: u32, maps: &[MapEntry], exe: &Path) -> Vec<Cand
 /// dynamic loader will map (`ld.so --list`, which honours LD_PRELOAD and
 /// LD_LIBRARY_PATH but runs none of the program).
 pub fn candidates_for_launch(exe: &Path) -> Vec<Candidate> {
-    let mut out = vec![Candidate { open_path: exe.to_path_buf(), display: exe.display().to_string() }];
+    let mut out =
+        vec![Candidate { open_path: exe.to_path_buf(), display: exe.display().to_string(), mapped: None }];
     let interpreter = ElfFile::open(exe).ok().and_then(|elf| elf.interpreter());
     let Some(interpreter) = interpreter else { return out };
     let Ok(listing) = Command::new(&interpreter).arg("--list").arg(exe).output() else {
@@ -97,7 +93,7 @@ pub fn candidates_for_launch(exe: &Path) -> Vec<Candidate> {
     };
     for path in parse_ld_list(&String::from_utf8_lossy(&listing.stdout)) {
         if out.iter().all(|c| c.open_path != path) {
-            out.push(Candidate { display: path.display().to_string(), open_path: path });
+            out.push(Candidate { display: path.display().to_string(), open_path: path, mapped: None });
         }
     }
     out
@@ -124,9 +120,10 @@ fn is_libc(display: &str) -> bool {
 }
 
 /// Chooses, for each function, the object that provides it, and where. Functions that
-/// share an address (aliases) are probed once. With `fast`, each probe goes on the
-/// function's first instruction the kernel emulates, when that is safe.
-pub fn choose(candidates: &[Candidate], fast: bool) -> Vec<ProbePoint> {
+/// share an address (aliases) are probed once. With `Placement::Fast`, each probe goes on
+/// the function's first instruction the kernel emulates, when that is safe.
+pub fn choose(candidates: &[Candidate], placement: Placement) -> Vec<ProbePoint> {
+    let fast = placement == Placement::Fast;
     let names: Vec<&str> = FUNCTIONS.iter().map(|(n, _)| *n).collect();
     let ranked = candidates
         .iter()
@@ -134,7 +131,7 @@ pub fn choose(candidates: &[Candidate], fast: bool) -> Vec<ProbePoint> {
         .chain(candidates.iter().filter(|c| is_libc(&c.display)));
     let mut provided: HashMap<&str, ProbePoint> = HashMap::new();
     for candidate in ranked {
-        let Ok(elf) = ElfFile::open(&candidate.open_path) else {
+        let Some(elf) = candidate.read() else {
             log::debug!("cannot read {}; skipped", candidate.display);
             continue;
         };
@@ -190,7 +187,7 @@ mod tests {
     fn libc_provides_the_family_for_an_ordinary_program() {
         let exe = std::fs::read_link("/proc/self/exe").unwrap();
         let maps = crate::target::maps::read(std::process::id()).unwrap();
-        let points = choose(&candidates_from_maps(std::process::id(), &maps, &exe), true);
+        let points = choose(&candidates_from_maps(std::process::id(), &maps, &exe), Placement::Fast);
         let malloc = points.iter().find(|p| p.name == "malloc").expect("malloc is provided");
         assert!(is_libc(&malloc.display), "{}", malloc.display);
         assert!(points.iter().any(|p| p.name == "free"));

@@ -1,14 +1,19 @@
 //! Call frame information of one ELF file (`.eh_frame`, else `.debug_frame`), turned
 //! into the compact per-address rules the kernel side walks stacks with.
 
-use std::path::Path;
+use std::fs::File;
 
 use gimli::{
     BaseAddresses, CfaRule, DebugFrame, EhFrame, LittleEndian, RegisterRule, UnwindContext, UnwindSection,
     X86_64,
 };
 use object::{Object, ObjectSection, ObjectSegment};
-use tracer_ebpf::{UnwindRule, cfa};
+use tracer_ebpf::unwind::{UnwindRule, cfa};
+
+use super::elf::ElfFile;
+
+/// Call frame sections larger than this (decompressed) are not read.
+const MAX_SECTION_BYTES: u64 = 64 << 20;
 
 type Slice<'a> = gimli::EndianSlice<'a, LittleEndian>;
 
@@ -34,18 +39,15 @@ pub struct ModuleCfi {
     ctx: Box<UnwindContext<usize>>,
 }
 
-/// What a rule lookup can say.
-pub const NO_RULE: UnwindRule = UnwindRule { cfa_offset: 0, bp_offset: 0, cfa_reg: cfa::NONE, _pad: 0 };
+/// What a rule lookup can say when there is nothing to say.
+pub const NO_RULE: UnwindRule = UnwindRule::NONE;
 
 impl ModuleCfi {
-    pub fn load(path: &Path) -> Option<Self> {
-        let data = std::fs::read(path).ok()?;
-        let file = object::File::parse(&*data).ok()?;
-        let section = |name: &str| -> (Vec<u8>, u64) {
-            file.section_by_name(name)
-                .and_then(|s| Some((s.uncompressed_data().ok()?.into_owned(), s.address())))
-                .unwrap_or_default()
-        };
+    /// Reads the CFI of an opened file (bounded: see `target::files`).
+    pub fn load(file: &mut File) -> Option<Self> {
+        let elf = ElfFile::read(file).ok()?;
+        let file = elf.parse().ok()?;
+        let section = |name: &str| -> (Vec<u8>, u64) { section_data(&file, name).unwrap_or_default() };
         let (eh_frame, eh_frame_addr) = section(".eh_frame");
         let (debug_frame, _) = section(".debug_frame");
         let text = file.section_by_name(".text").map_or(0, |s| s.address());
@@ -72,6 +74,11 @@ impl ModuleCfi {
         Some(cfi)
     }
 
+    #[cfg(test)]
+    fn load_path(path: &std::path::Path) -> Option<Self> {
+        Self::load(&mut crate::target::files::open_local(path).ok()?)
+    }
+
     fn build_index(&mut self) {
         let mut index = fdes(&EhFrame::new(&self.eh_frame, LittleEndian), &self.bases, false);
         index.extend(fdes(&DebugFrame::new(&self.debug_frame, LittleEndian), &self.bases, true));
@@ -82,10 +89,10 @@ impl ModuleCfi {
 
     /// The virtual address of a file offset (through the loadable segments).
     pub fn vaddr_of(&self, file_offset: u64) -> Option<u64> {
-        self.segments
-            .iter()
-            .find(|(off, size, _)| file_offset >= *off && file_offset < off + size)
-            .map(|(off, _, vaddr)| vaddr + (file_offset - off))
+        self.segments.iter().find_map(|&(off, size, vaddr)| {
+            let delta = file_offset.checked_sub(off).filter(|d| *d < size)?;
+            vaddr.checked_add(delta)
+        })
     }
 
     /// The rule at virtual address `vaddr`: how to find the caller's frame from there.
@@ -111,12 +118,25 @@ impl ModuleCfi {
     /// Entry code (the dynamic loader's `_start` and `_dl_start_user`) often has no CFI
     /// saying it is outermost; a walk that reaches it is complete all the same.
     fn entry_code_end(&self, vaddr: u64) -> UnwindRule {
-        if self.entry != 0 && vaddr >= self.entry && vaddr < self.entry + 128 {
-            UnwindRule { cfa_offset: 0, bp_offset: 0, cfa_reg: cfa::END, _pad: 0 }
+        if self.entry != 0 && vaddr >= self.entry && vaddr < self.entry.saturating_add(128) {
+            UnwindRule::END
         } else {
             NO_RULE
         }
     }
+}
+
+/// A section's bytes (decompressed, refusing sizes beyond `MAX_SECTION_BYTES` before
+/// anything is allocated) and its address.
+fn section_data(file: &object::File<'_>, name: &str) -> Option<(Vec<u8>, u64)> {
+    use object::ObjectSection as _;
+    let section = file.section_by_name(name)?;
+    let range = section.compressed_file_range().ok()?;
+    if range.uncompressed_size > MAX_SECTION_BYTES {
+        log::debug!("{name} of {} bytes: not read", range.uncompressed_size);
+        return None;
+    }
+    Some((section.uncompressed_data().ok()?.into_owned(), section.address()))
 }
 
 /// Every FDE of a section, as address ranges.
@@ -130,12 +150,8 @@ where
         if let gimli::CieOrFde::Fde(partial) = entry
             && let Ok(fde) = partial.parse(S::cie_from_offset)
         {
-            out.push(FdeRef {
-                start: fde.initial_address(),
-                end: fde.initial_address() + fde.len(),
-                offset: fde.offset(),
-                debug_frame,
-            });
+            let Some(end) = fde.initial_address().checked_add(fde.len()) else { continue };
+            out.push(FdeRef { start: fde.initial_address(), end, offset: fde.offset(), debug_frame });
         }
     }
     out
@@ -154,9 +170,7 @@ where
     let fde = section.fde_from_offset(bases, offset, S::cie_from_offset).ok()?;
     let row = fde.unwind_info_for_address(section, bases, ctx, vaddr).ok()?;
     match row.register(X86_64::RA) {
-        RegisterRule::Undefined => {
-            return Some(UnwindRule { cfa_offset: 0, bp_offset: 0, cfa_reg: cfa::END, _pad: 0 });
-        }
+        RegisterRule::Undefined => return Some(UnwindRule::END),
         // The return address sits just below the CFA; anything else (signal frames) is
         // beyond what the kernel side walks.
         RegisterRule::Offset(-8) => {}
@@ -183,14 +197,14 @@ mod tests {
     #[test]
     fn rules_from_the_test_binary_itself() {
         let exe = std::fs::read_link("/proc/self/exe").unwrap();
-        let mut cfi = ModuleCfi::load(&exe).unwrap();
+        let mut cfi = ModuleCfi::load_path(&exe).unwrap();
         assert!(!cfi.index.is_empty());
         let maps = crate::target::maps::read(std::process::id()).unwrap();
         let addr = rules_from_the_test_binary_itself as *const () as u64;
         let region = maps.iter().find(|m| m.executable && addr >= m.start && addr < m.end).unwrap();
         let vaddr = cfi.vaddr_of(addr - region.start + region.offset).unwrap();
         // At a function's first instruction the CFA is sp + 8 and rbp is untouched.
-        assert_eq!(cfi.rule_at(vaddr), UnwindRule { cfa_offset: 8, bp_offset: 0, cfa_reg: cfa::SP, _pad: 0 });
+        assert_eq!(cfi.rule_at(vaddr), UnwindRule::AT_ENTRY);
         assert_eq!(cfi.rule_at(1), NO_RULE, "no FDE covers address 1");
     }
 }

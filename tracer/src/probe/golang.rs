@@ -1,0 +1,1 @@
+//! Go runtime probe points (filled in with the Go support).

@@ -1,0 +1,136 @@
+//! Starting a session: the outputs opened (before anything is attached, so a bad one
+//! costs nothing), the probes loaded and attached, the tables made, the start announced.
+
+use anyhow::Context as _;
+use tokio::time::Instant;
+
+use super::{Session, watch::Watch};
+use crate::{
+    aggregate::{self, Aggregator},
+    clock::monotonic_ns,
+    config::SessionOptions,
+    event::reader::EventReader,
+    identify::{Identities, symbolize::Symbolizer},
+    probe::{self, LoadOptions, ProbePoint, Probes, Uprobe, tracepoints},
+    report::outputs::{Outputs, Places},
+    stacks::{StackTable, modules::ModuleMap},
+    target::{Target, launch::Stopped, maps, pidfd::PidFd},
+    verdict::Verdicts,
+};
+
+/// The process to trace, ready for probes.
+pub enum Prepared {
+    Running { target: Target, pidfd: PidFd, points: Vec<ProbePoint> },
+    Launched { target: Target, points: Vec<ProbePoint>, child: Stopped },
+}
+
+impl<'a> Session<'a> {
+    pub(super) fn start(prepared: Prepared, options: &'a SessionOptions) -> anyhow::Result<(Self, Watch)> {
+        let (target, points, pidfd, child) = match prepared {
+            Prepared::Running { target, pidfd, points } => (target, points, Some(pidfd), None),
+            Prepared::Launched { target, points, child } => (target, points, None, Some(child)),
+        };
+        let places = Places {
+            output: options.output.as_deref(),
+            output_dir: options.output_dir.as_deref(),
+            pid: target.pid,
+            started: std::time::SystemTime::now(),
+        };
+        let outputs = Outputs::open(&options.formats, &places, options.export)?;
+        // On any error until it is supervised, dropping `child` kills the command, which
+        // never ran.
+        let mut probes = attach(&target, &points, options)?;
+        let launched = child.is_some();
+        let modules = ModuleMap::new(target.pid);
+        let stacks = StackTable::new(Box::new(probes.take_stacks()?), modules);
+        let reader = EventReader::new(probes.take_events()?).context("cannot watch the ring buffer")?;
+        let start = aggregate::Start {
+            await_exec: launched,
+            brk: if launched { None } else { current_break(target.pid) },
+            epoch_ns: monotonic_ns(),
+            max_live: options.max_live,
+        };
+        let agg = Aggregator::new(stacks, &start);
+        let identities = Identities::new(Symbolizer::spawn().context("cannot start the symbolizer thread")?);
+        announce(&target, &points, &probes);
+        let watch = match (child, pidfd) {
+            (Some(child), _) => Watch::Child(child.supervise()?),
+            (None, Some(pidfd)) => {
+                Watch::Process(pidfd.into_exit_watch().context("cannot watch the target")?)
+            }
+            (None, None) => unreachable!("a prepared target has a child or a pidfd"),
+        };
+        let session = Session {
+            options,
+            target,
+            probes,
+            reader,
+            agg,
+            identities,
+            verdicts: Verdicts::default(),
+            outputs,
+            start: Instant::now(),
+            start_ns: start.epoch_ns,
+            last_rss: None,
+            memory_limit: None,
+            write_failures: 0,
+        };
+        Ok((session, watch))
+    }
+}
+
+/// Loads the programs and attaches what the options ask for.
+fn attach(target: &Target, points: &[ProbePoint], options: &SessionOptions) -> anyhow::Result<Probes> {
+    let t = std::time::Instant::now();
+    let load = LoadOptions { tgid: target.pid, probes: options.probes, go: None };
+    let mut probes = Probes::load(&load)?;
+    probes.attach_tracepoints(&tracepoints::needed(&options.probes))?;
+    log::debug!("tracepoints attached at {:?}", t.elapsed());
+    probes.attach_uprobes(target.pid, &allocator_uprobes(points))?;
+    log::info!(
+        "attached in {:?}; kernel memory of this session: {:.1} MiB",
+        t.elapsed(),
+        probe::kernel_memory_bytes() as f64 / f64::from(1 << 20)
+    );
+    Ok(probes)
+}
+
+/// The allocator functions' uprobes, return probes first (see `Probes::attach_uprobes`).
+fn allocator_uprobes(points: &[ProbePoint]) -> Vec<Uprobe> {
+    let returning = |p: &&ProbePoint| p.func != tracer_ebpf::func::FREE;
+    let uprobe = |program: &'static str, p: &ProbePoint| {
+        let skip = if p.skip == 0 { String::new() } else { format!("+{}", p.skip) };
+        Uprobe {
+            program,
+            object: p.object.clone(),
+            what: format!("{}{skip} in {}", p.name, p.display),
+            offset: p.offset + p.skip,
+            cookie: u64::from(p.func),
+        }
+    };
+    let returns = points.iter().filter(returning).map(|p| uprobe("lt_alloc_return", p));
+    let entries =
+        points.iter().map(|p| uprobe(if returning(&p) { "lt_alloc_enter" } else { "lt_free_enter" }, p));
+    returns.chain(entries).collect()
+}
+
+fn announce(target: &Target, points: &[ProbePoint], probes: &Probes) {
+    let mut objects: Vec<&str> = points.iter().map(|p| p.display.as_str()).collect();
+    objects.dedup();
+    let allocator = if points.is_empty() {
+        "no malloc-family functions found (only mmap/brk are traced)".to_string()
+    } else {
+        format!("{} uprobes on {}", probes.uprobes(), objects.join(", "))
+    };
+    eprintln!(
+        "leaktracer: tracing pid {} ({}): {allocator}; mmap, munmap, mremap and brk tracepoints. Ctrl-C to stop.",
+        target.pid,
+        target.exe.display(),
+    );
+}
+
+/// The break of a running process: the end of its `[heap]` mapping.
+fn current_break(pid: u32) -> Option<u64> {
+    let entries = maps::read(pid).ok()?;
+    entries.iter().find(|e| e.path.as_deref() == Some("[heap]")).map(|e| e.end)
+}
