@@ -79,10 +79,7 @@ fn finish(mut traced: Traced) -> Vec<Value> {
 
 /// The sites of a report whose first frame of the program's own code is `function`.
 fn sites_of<'a>(report: &'a Value, source: &str, function: &str) -> Vec<&'a Value> {
-    report["sites"]
-        .as_array()
-        .unwrap()
-        .iter()
+    memory_sites(report)
         .filter(|s| {
             own_frames(s, source)
                 .first()

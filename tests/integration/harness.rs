@@ -463,15 +463,26 @@ pub fn own_frames<'a>(site: &'a Value, source: &str) -> Vec<&'a Value> {
 
 /// The sites whose stack has `function` as the first frame of the program's own code.
 pub fn sites_at<'a>(report: &'a Value, function: &str) -> Vec<&'a Value> {
-    report["sites"].as_array().unwrap().iter().filter(|s| first_function(s) == Some(function)).collect()
+    memory_sites(report).filter(|s| first_function(s) == Some(function)).collect()
 }
 
-/// The sites with a frame, anywhere in their stack, whose function name contains `needle`.
-pub fn sites_through<'a>(report: &'a Value, needle: &str) -> Vec<&'a Value> {
+/// The sites of memory kinds (heap, mmap, brk): what the native tests are about.
+pub fn memory_sites(report: &Value) -> impl Iterator<Item = &Value> {
     report["sites"]
         .as_array()
         .unwrap()
         .iter()
+        .filter(|s| matches!(s["kind"].as_str(), Some("heap" | "mmap" | "brk")))
+}
+
+/// The sites of one kind.
+pub fn sites_of_kind<'a>(report: &'a Value, kind: &str) -> Vec<&'a Value> {
+    report["sites"].as_array().unwrap().iter().filter(|s| s["kind"] == kind).collect()
+}
+
+/// The sites with a frame, anywhere in their stack, whose function name contains `needle`.
+pub fn sites_through<'a>(report: &'a Value, needle: &str) -> Vec<&'a Value> {
+    memory_sites(report)
         .filter(|s| {
             s["frames"]
                 .as_array()

@@ -29,10 +29,7 @@ fn trace(source: &str, args: &[&str]) -> Value {
 
 /// Sites, as comparable data: everything but ids, ages and run-dependent addresses.
 fn sites(report: &Value) -> Vec<String> {
-    let mut out: Vec<String> = report["sites"]
-        .as_array()
-        .unwrap()
-        .iter()
+    let mut out: Vec<String> = memory_sites(report)
         .map(|s| {
             let frames: Vec<String> = s["frames"]
                 .as_array()

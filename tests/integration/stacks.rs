@@ -33,7 +33,7 @@ fn check(source: &str, build: Build, callers: &[(&str, &str)], unwind: &str) -> 
     let expected = expectations(&fixture.finish());
     assert_eq!(expected.len(), callers.len(), "expectations printed by {source}");
     let report = run.final_report();
-    let sites = report["sites"].as_array().unwrap();
+    let sites: Vec<&Value> = memory_sites(&report).collect();
     for (function, count, bytes) in &expected {
         let caller = callers
             .iter()
@@ -43,6 +43,7 @@ fn check(source: &str, build: Build, callers: &[(&str, &str)], unwind: &str) -> 
         let line = line_of(source, function);
         let mine: Vec<&Value> = sites
             .iter()
+            .copied()
             .filter(|s| {
                 own_frames(s, source)
                     .first()
@@ -54,7 +55,7 @@ fn check(source: &str, build: Build, callers: &[(&str, &str)], unwind: &str) -> 
             total,
             (*count, *bytes),
             "{source} ({build:?}, --unwind {unwind}): live at {function}; sites:\n{}",
-            serde_json::to_string_pretty(sites).unwrap()
+            serde_json::to_string_pretty(&sites).unwrap()
         );
         for site in mine.iter().filter(|s| live(s).0 > 0) {
             let own = own_frames(site, source);
@@ -77,12 +78,13 @@ const RS_CALLERS: &[(&str, &str)] = &[("record", "main"), ("name", "main"), ("de
 /// fopen's FILE: glibc 2.36 allocates a 472-byte `struct locked_FILE` and nothing more
 /// until the first read.
 fn check_fopen(report: &Value) {
-    let sites = report["sites"].as_array().unwrap();
+    let sites: Vec<&Value> = memory_sites(report).collect();
     let logs: Vec<&Value> = sites
         .iter()
+        .copied()
         .filter(|s| own_frames(s, "frames.c").first().is_some_and(|f| f["function"] == "open_log"))
         .collect();
-    assert_eq!(logs.len(), 1, "{}", serde_json::to_string_pretty(sites).unwrap());
+    assert_eq!(logs.len(), 1, "{}", serde_json::to_string_pretty(&sites).unwrap());
     assert_eq!(live(logs[0]), (3, 3 * 472));
     let own = own_frames(logs[0], "frames.c");
     assert_eq!(own[0]["line"], line_of("frames.c", "open_log"));
@@ -113,10 +115,7 @@ fn frame_pointers_alone_lose_the_caller_of_frameless_code() {
     let run = tracer.stop();
     fixture.finish();
     let report = run.final_report();
-    let right = report["sites"]
-        .as_array()
-        .unwrap()
-        .iter()
+    let right = memory_sites(&report)
         .filter(|s| own_frames(s, "frames.c").first().is_some_and(|f| f["function"] == "intern"))
         .filter(|s| own_frames(s, "frames.c").get(1).is_some_and(|f| f["function"] == "intern_all"))
         .count();
@@ -143,10 +142,7 @@ fn rust_vec_string_format_without_frame_pointers() {
 /// and the C runtime's entry, and nothing cut short.
 fn omitted_frame_pointers_give_complete_stacks() {
     let report = check("omit.c", Build::NoFramePointers, &[("level_d", "level_c")], "eh-frame");
-    let site = report["sites"]
-        .as_array()
-        .unwrap()
-        .iter()
+    let site = memory_sites(&report)
         .find(|s| own_frames(s, "omit.c").first().is_some_and(|f| f["function"] == "level_d"))
         .unwrap();
     let functions: Vec<&str> =

@@ -62,6 +62,10 @@ pub enum Command {
         /// Write to this file instead of standard output.
         #[arg(long, value_name = "PATH")]
         output: Option<PathBuf>,
+        /// Folded stacks and SVG: show these kinds too, beside memory (goroutine, fd,
+        /// defer).
+        #[arg(long, value_delimiter = ',', value_name = "KINDS")]
+        kind: Vec<Kind>,
         #[command(flatten)]
         export: ExportArgs,
     },
@@ -83,9 +87,15 @@ pub struct ExportArgs {
     pub only_leaks: bool,
 }
 
-impl From<ExportArgs> for ExportOptions {
-    fn from(a: ExportArgs) -> Self {
-        Self { all: a.all, weight: a.weight, only_leaks: a.only_leaks }
+impl ExportArgs {
+    /// The engine's options; `kinds` named with --kind join memory in flame graphs.
+    pub fn options(self, kinds: &[Kind]) -> ExportOptions {
+        ExportOptions {
+            all: self.all,
+            weight: self.weight,
+            only_leaks: self.only_leaks,
+            also: kinds.iter().copied().collect(),
+        }
     }
 }
 
@@ -211,7 +221,7 @@ impl TraceArgs {
             formats: self.format.clone(),
             output: self.output.clone(),
             output_dir: self.output_dir.clone(),
-            export: self.export.into(),
+            export: self.export.options(&self.kind),
             top: self.top,
             fail_on_leak: self.fail_on_leak,
             min_age: self.min_age,

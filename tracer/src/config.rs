@@ -167,11 +167,14 @@ pub struct ExportOptions {
     pub weight: Weight,
     /// Folded, SVG, pprof: only sites judged `leak`.
     pub only_leaks: bool,
+    /// Folded and SVG show memory; these kinds too (goroutines, descriptors, defers),
+    /// when asked for by name.
+    pub also: Kinds,
 }
 
 impl Default for ExportOptions {
     fn default() -> Self {
-        Self { all: false, weight: Weight::Bytes, only_leaks: false }
+        Self { all: false, weight: Weight::Bytes, only_leaks: false, also: Kinds::default() }
     }
 }
 

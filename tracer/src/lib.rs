@@ -49,25 +49,17 @@ use crate::{
 /// Runs the command line; returns the exit status.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     // Before any thread exists: `run` forks.
-    let (options, prepared) = match cli.command {
-        Command::Render { file, format, output, export } => {
-            return render(&file, format, output.as_deref(), export.into());
+    let (prepared, options) = match cli.command {
+        Command::Render { file, format, output, kind, export } => {
+            return render(&file, format, output.as_deref(), export.options(&kind));
         }
         Command::Attach { pid, options } => {
             let options = begin(&options, false)?;
-            let (target, pidfd) = Target::inspect(pid)?;
-            let maps = target::maps::read(pid)
-                .with_context(|| format!("cannot read the memory maps of process {pid}"))?;
-            let candidates = points::candidates_from_maps(pid, &maps, &target.exe);
-            let points = points::choose(&candidates, options.probes.placement);
-            (options, Prepared::Running { target, pidfd, points })
+            (prepare_attach(pid, &options)?, options)
         }
         Command::Run { options, keep_running, command } => {
             let options = begin(&options, keep_running)?;
-            let child = launch::spawn_stopped(&command)?;
-            let points = points::choose(&points::candidates_for_launch(&child.exe), options.probes.placement);
-            let target = Target { pid: child.pid, exe: child.exe.clone(), cmdline: child.argv.clone() };
-            (options, Prepared::Launched { target, points, child })
+            (prepare_run(&command, &options)?, options)
         }
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -75,6 +67,31 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(session::run(prepared, &options))
+}
+
+/// A running process, ready for probes: what it is, its allocator, its Go runtime.
+fn prepare_attach(pid: u32, options: &SessionOptions) -> anyhow::Result<Prepared> {
+    let (target, pidfd) = Target::inspect(pid)?;
+    let maps =
+        target::maps::read(pid).with_context(|| format!("cannot read the memory maps of process {pid}"))?;
+    let candidates = points::candidates_from_maps(pid, &maps, &target.exe);
+    let points = points::choose(&candidates, options.probes.placement);
+    let exe = target.exe.as_path();
+    let exe_map = maps.iter().filter(|m| m.file_path().as_deref() == Some(exe)).min_by_key(|m| m.offset);
+    let go = match exe_map {
+        Some(map) => probe::golang::inspect_running(pid, exe, map)?,
+        None => None,
+    };
+    Ok(Prepared::Running { target, pidfd, points, go })
+}
+
+/// A command started stopped, ready for probes.
+fn prepare_run(command: &[String], options: &SessionOptions) -> anyhow::Result<Prepared> {
+    let child = launch::spawn_stopped(command)?;
+    let points = points::choose(&points::candidates_for_launch(&child.exe), options.probes.placement);
+    let go = probe::golang::inspect_launch(&child.exe)?;
+    let target = Target { pid: child.pid, exe: child.exe.clone(), cmdline: child.argv.clone() };
+    Ok(Prepared::Launched { target, points, child, go })
 }
 
 /// What tracing needs before anything else: logging, sensible outputs, the privileges

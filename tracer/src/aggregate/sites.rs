@@ -159,12 +159,4 @@ impl Sites {
     pub fn iter(&self) -> impl Iterator<Item = (SiteIdx, &Site)> {
         self.list.iter().enumerate().map(|(i, s)| (i as SiteIdx, s))
     }
-
-    /// Zeroes what is live (the image was replaced by exec); totals stay.
-    pub fn clear_live(&mut self) {
-        for site in &mut self.list {
-            site.live_count = 0.0;
-            site.live_bytes = 0.0;
-        }
-    }
 }

@@ -44,7 +44,16 @@ fn aggregator_with(await_exec: bool, max_live: usize) -> Aggregator {
         stacks.insert(StackId(id), RawStack { frames: vec![0x7000, 0x7100 + id], truncated: false });
     }
     stacks.insert(LOADER_STACK, RawStack { frames: vec![0x1004, 0x1100], truncated: false });
-    let start = Start { await_exec, brk: Some(0x50_0000), epoch_ns: 0, max_live };
+    let start = Start {
+        await_exec,
+        brk: Some(0x50_0000),
+        epoch_ns: 0,
+        max_live,
+        pid: 0,
+        open_fds: Vec::new(),
+        growth: false,
+        go: None,
+    };
     Aggregator::new(StackTable::new(Box::new(Fixed(stacks)), modules), &start)
 }
 

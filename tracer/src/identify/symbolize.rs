@@ -84,11 +84,13 @@ pub struct ResolvedFrame {
 pub struct Symbols {
     symbolizer: Symbolizer,
     cache: HashMap<(ModuleIdx, u64), Arc<[SymFrame]>>,
+    /// Go binaries, symbolized from their pclntab.
+    go: super::gosym::GoModules,
 }
 
 impl Symbols {
     pub fn new(symbolizer: Symbolizer) -> Self {
-        Self { symbolizer, cache: HashMap::new() }
+        Self { symbolizer, cache: HashMap::new(), go: super::gosym::GoModules::default() }
     }
 
     /// Symbolizes what the given stacks hold that no earlier call did, one request per
@@ -112,13 +114,30 @@ impl Symbols {
         for (module, mut offsets) in wanted {
             offsets.sort_unstable();
             offsets.dedup();
-            let lookups = offsets.iter().map(|o| o.saturating_sub(1)).collect();
-            let path = stacks.modules.module(module).symbol_path();
-            let frames = self.symbolizer.symbolize(path, lookups).await;
+            let lookups: Vec<u64> = offsets.iter().map(|o| o.saturating_sub(1)).collect();
+            let frames = if self.go.is_go(stacks, module) {
+                self.go.symbolize(stacks, module, &lookups)
+            } else {
+                let path = stacks.modules.module(module).symbol_path();
+                self.symbolizer.symbolize(path, lookups).await
+            };
             for (offset, frames) in offsets.into_iter().zip(frames) {
                 self.cache.insert((module, offset), frames.into());
             }
         }
+    }
+
+    /// The function at `addr`, an exact code address (a goroutine's start function), in
+    /// a Go module.
+    pub fn go_function_at(&mut self, stacks: &StackTable, addr: u64) -> Option<String> {
+        let location = stacks.modules.lookup(addr)?;
+        let module = location.module?;
+        if !self.go.is_go(stacks, module) {
+            return None;
+        }
+        let frames = self.go.symbolize(stacks, module, &[location.offset]);
+        // The outermost frame: the function the address is in, not what was inlined.
+        frames.into_iter().next()?.pop()?.function
     }
 
     /// The frames of a stack, innermost first, as far as [`Symbols::load`] got them.

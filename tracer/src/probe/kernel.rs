@@ -19,17 +19,6 @@ pub struct KernelStacks {
 }
 
 impl KernelStacks {
-    /// Sets the code ranges with one rule each (Go code), replacing any before.
-    pub fn set_code_ranges(&mut self, ranges: &[CodeRange]) {
-        for i in 0..MAX_CODE_RANGES {
-            let range = ranges.get(i as usize).copied().unwrap_or_default();
-            if let Err(e) = self.ranges.set(i, range, 0) {
-                log::warn!("cannot set code range {i}: {e}");
-            }
-        }
-        self.bump_generation();
-    }
-
     fn bump_generation(&mut self) {
         let next = self.generation.get(&0, 0).unwrap_or(0).wrapping_add(1);
         if let Err(e) = self.generation.set(0, next, 0) {
@@ -56,6 +45,17 @@ impl StackSource for KernelStacks {
     fn forget(&mut self, keys: &[u64]) {
         for key in keys {
             let _ = self.rules.remove(key);
+        }
+        self.bump_generation();
+    }
+
+    /// Sets the code ranges with one rule each (Go code), replacing any before.
+    fn set_code_ranges(&mut self, ranges: &[CodeRange]) {
+        for i in 0..MAX_CODE_RANGES {
+            let range = ranges.get(i as usize).copied().unwrap_or_default();
+            if let Err(e) = self.ranges.set(i, range, 0) {
+                log::warn!("cannot set code range {i}: {e}");
+            }
         }
         self.bump_generation();
     }

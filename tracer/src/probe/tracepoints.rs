@@ -84,7 +84,7 @@ pub fn needed(options: &ProbeOptions) -> Vec<Tracepoint> {
     if options.mode == Mode::Growth {
         out.extend(MEMORY);
         out.extend(GROWTH);
-    } else if kinds.contains(Kind::Mmap) || kinds.contains(Kind::Heap) {
+    } else if kinds.contains(Kind::Mmap) {
         out.extend(MEMORY);
     }
     if kinds.contains(Kind::Fd) {
@@ -167,8 +167,7 @@ mod tests {
     #[test]
     fn kinds_select_tracepoints() {
         let heap_only = needed(&options([Kind::Heap].into_iter().collect(), Mode::Full));
-        assert!(heap_only.iter().all(|t| t.program != "lt_fd_exit"));
-        assert!(heap_only.iter().any(|t| t.program == "lt_mmap_enter"));
+        assert!(heap_only.iter().all(|t| t.program != "lt_fd_exit" && t.program != "lt_mmap_enter"));
         let fd_only = needed(&options([Kind::Fd].into_iter().collect(), Mode::Full));
         assert!(fd_only.iter().all(|t| t.program != "lt_mmap_enter"));
         let growth = needed(&options(Kinds::all(), Mode::Growth));

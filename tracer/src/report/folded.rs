@@ -8,17 +8,30 @@
 
 use std::collections::BTreeMap;
 
-use super::model::{FrameReport, Report, SiteReport, VerdictName};
-use crate::config::Weight;
+use super::model::{FrameReport, KindName, Report, SiteReport, VerdictName};
+use crate::config::{ExportOptions, Kind, Weight};
 
-/// The sites of a report that go into flame graphs and profiles.
-pub fn exported_sites(report: &Report, only_leaks: bool) -> impl Iterator<Item = &SiteReport> {
-    report.sites.iter().filter(move |s| !only_leaks || s.verdict == VerdictName::Leak)
+/// The sites of a report that go into flame graphs and heap profiles: memory, and the
+/// kinds asked for by name.
+pub fn exported_sites<'a>(
+    report: &'a Report,
+    export: &'a ExportOptions,
+) -> impl Iterator<Item = &'a SiteReport> {
+    report.sites.iter().filter(move |s| {
+        let shown = match s.kind {
+            KindName::Heap | KindName::Mmap | KindName::Brk | KindName::Goheap | KindName::Resident => true,
+            KindName::Goroutine => export.also.contains(Kind::Goroutine),
+            KindName::Fd => export.also.contains(Kind::Fd),
+            KindName::Defer => export.also.contains(Kind::Defer),
+        };
+        shown && (!export.only_leaks || s.verdict == VerdictName::Leak)
+    })
 }
 
-pub fn folded(report: &Report, weight: Weight, only_leaks: bool) -> String {
+pub fn folded(report: &Report, export: &ExportOptions) -> String {
+    let weight = export.weight;
     let mut lines: BTreeMap<String, u64> = BTreeMap::new();
-    for site in exported_sites(report, only_leaks) {
+    for site in exported_sites(report, export) {
         let value = match weight {
             Weight::Bytes => site.live_bytes,
             Weight::Count => site.live_count,
@@ -88,6 +101,7 @@ pub(crate) mod tests {
                     address: (*a).into(),
                 })
                 .collect(),
+            ..SiteReport::default()
         }
     }
 
@@ -102,6 +116,7 @@ pub(crate) mod tests {
                 exe: "/usr/bin/app".into(),
                 cmdline: vec![],
                 runtime: "native".into(),
+                ..TargetInfo::default()
             },
             process: ProcessInfo {
                 rss_bytes: None,
@@ -114,6 +129,7 @@ pub(crate) mod tests {
                 memory_limit_bytes: None,
                 memory_limit_source: None,
                 limit_eta_s: None,
+                ..ProcessInfo::default()
             },
             coverage: CoverageInfo::default(),
             totals: SiteTotals::default(),
@@ -146,7 +162,9 @@ pub(crate) mod tests {
             ),
             site("s4", VerdictName::Stable, (0, 0), &[(Some("freed"), "0x1030")]),
         ]);
-        assert_eq!(folded(&r, Weight::Bytes, false), "[app@0x1200];b:c 50\nmain;alloc_one 230\n");
-        assert_eq!(folded(&r, Weight::Count, true), "main;alloc_one 3\n");
+        assert_eq!(folded(&r, &ExportOptions::default()), "[app@0x1200];b:c 50\nmain;alloc_one 230\n");
+        let leaks_by_count =
+            ExportOptions { weight: Weight::Count, only_leaks: true, ..ExportOptions::default() };
+        assert_eq!(folded(&r, &leaks_by_count), "main;alloc_one 3\n");
     }
 }

@@ -3,6 +3,7 @@
 //! pprof (`outputs`). Building goes in steps: rank the groups, measure their ages, make
 //! each site's entry, then the process-wide parts.
 
+mod details;
 mod folded;
 pub mod model;
 pub mod outputs;
@@ -21,7 +22,7 @@ use crate::{
     probe::KernelCounters,
     stacks::{StackTable, modules::ModuleIdx},
     target::{Target, limits::MemoryLimit},
-    verdict::{SiteVerdict, Verdict, Verdicts},
+    verdict::{Process, SiteVerdict, Verdict, Verdicts},
 };
 
 /// What a report needs besides the aggregator, identities and verdicts.
@@ -36,6 +37,25 @@ pub struct ReportContext<'a> {
     pub memory_limit: Option<&'a MemoryLimit>,
     pub kernel: KernelCounters,
     pub sample_bytes: u64,
+    /// How the target ended (final reports).
+    pub end: Option<TargetEnd>,
+    /// Open descriptors now (from `/proc`, while the target lives) and the limit.
+    pub fds: Option<u64>,
+    pub fd_limit: Option<u64>,
+    /// Whether the target still runs (its `/proc` entries can be read).
+    pub alive: bool,
+    /// A Go target's runtime facts.
+    pub go: Option<GoFacts<'a>>,
+}
+
+/// What a report says of a Go target's runtime.
+pub struct GoFacts<'a> {
+    pub version: &'a str,
+    /// Wait reasons, by the runtime's numbers.
+    pub wait_reasons: &'a [String],
+    /// The live heap after the last collection.
+    pub heap_marked: Option<u64>,
+    pub mem_profile_rate: Option<u64>,
 }
 
 /// The parts a report is built from.
@@ -54,11 +74,12 @@ pub fn build(inputs: &Inputs<'_>, ctx: &ReportContext<'_>) -> Report {
         rank::rank(all.iter().map(|g| (g, rank_of(g, &figures, inputs.verdicts))).collect(), ctx.top);
     let ages = ages_of(inputs.agg, &ranked, ctx);
     let mut modules = BTreeSet::new();
-    let sites = ranked
+    let mut sites: Vec<SiteReport> = ranked
         .iter()
         .zip(ages)
-        .map(|((group, rank), age)| site_report(inputs, group, rank, age, &mut modules))
+        .map(|((group, rank), age)| site_report(inputs, group, rank, age, &mut modules, ctx))
         .collect();
+    details::relate_defers_to_descriptors(&mut sites);
     Report {
         schema: SCHEMA.to_string(),
         is_final: ctx.is_final,
@@ -68,11 +89,16 @@ pub fn build(inputs: &Inputs<'_>, ctx: &ReportContext<'_>) -> Report {
             pid: ctx.target.pid,
             exe: ctx.target.exe.display().to_string(),
             cmdline: ctx.target.cmdline.clone(),
-            runtime: "native".to_string(),
+            runtime: if ctx.go.is_some() { "go" } else { "native" }.to_string(),
+            go_version: ctx.go.as_ref().map(|g| g.version.to_string()),
+            end: ctx.end.clone(),
         },
         process: process_info(&figures, inputs.verdicts, ctx),
         coverage: CoverageInfo {
             sample_bytes: ctx.sample_bytes,
+            sites_overflowed: inputs.agg.sites.overflowed,
+            unknown_goroutine_exits: inputs.agg.goroutine_coverage().0,
+            go_mem_profile_rate: ctx.go.as_ref().and_then(|g| g.mem_profile_rate),
             ..coverage(&inputs.agg.coverage, &inputs.agg.stacks, &ctx.kernel)
         },
         totals: SiteTotals { sites: all.len() as u64, live_sites: live_sites as u64 },
@@ -122,9 +148,10 @@ fn site_report(
     rank: &Rank,
     age: Ages,
     modules: &mut BTreeSet<ModuleIdx>,
+    ctx: &ReportContext<'_>,
 ) -> SiteReport {
     let agg = inputs.agg;
-    let site = agg.sites.get(group.first);
+    let site = agg.sites.get(details::shown_member(group, agg));
     let stack = site.key.stack.and_then(|id| agg.stacks.get(id));
     let (kind, allocator, backing) = describe(site.key.kind, site.key.detail);
     let (allocs, alloc_bytes, frees) = group.members.iter().fold((0.0, 0.0, 0.0), |(a, ab, f), &m| {
@@ -132,7 +159,7 @@ fn site_report(
         (a + s.allocs, ab + s.alloc_bytes, f + s.frees)
     });
     let verdict = inputs.verdicts.get(group.first);
-    let frames = inputs.identities.frames(&agg.stacks, site.key.stack);
+    let frames = inputs.identities.frames(&agg.stacks, &site.key);
     modules.extend(frames.iter().filter_map(|f| f.module_idx));
     SiteReport {
         id: format!("s{}", group.first + 1),
@@ -151,6 +178,13 @@ fn site_report(
         frees: frees.round() as u64,
         age_s: AgeReport { p50: age.p50, p99: age.p99, max: age.max },
         stack_truncated: stack.is_none_or(|s| s.truncated),
+        reason: verdict.and_then(|v| v.reason).map(str::to_string),
+        descriptors: (site.key.kind == SiteKind::Fd && ctx.alive)
+            .then(|| details::descriptors(ctx.target.pid, group, agg)),
+        goroutines: (site.key.kind == SiteKind::Goroutine)
+            .then(|| details::goroutines(group, inputs, ctx, site.key.detail)),
+        defers: (site.key.kind == SiteKind::Defer).then(|| details::defers(group, agg, ctx.now_ns)),
+        related_sites: Vec::new(),
         frames: frames
             .into_iter()
             .map(|f| FrameReport {
@@ -173,7 +207,7 @@ fn describe(kind: SiteKind, detail: u64) -> (KindName, &'static str, Option<&'st
         SiteKind::Brk => (KindName::Brk, "brk", None),
         SiteKind::Goroutine => (KindName::Goroutine, "go", None),
         SiteKind::Defer => (KindName::Defer, "defer", None),
-        SiteKind::Fd => (KindName::Fd, "fd", None),
+        SiteKind::Fd => (KindName::Fd, crate::aggregate::fds::syscall_name(detail), None),
         SiteKind::GoHeap => (KindName::Goheap, "new", None),
         SiteKind::Resident => (KindName::Resident, "page fault", None),
     }
@@ -193,10 +227,21 @@ fn verdict_name(verdict: Option<&SiteVerdict>) -> VerdictName {
 
 fn process_info(figures: &LiveFigures, verdicts: &Verdicts, ctx: &ReportContext<'_>) -> ProcessInfo {
     let totals = figures.totals;
-    let rss_per_s = verdicts.rss_growth();
+    let rss_per_s = verdicts.growth(Process::Rss);
+    let oom_killed = ctx.end.as_ref().is_some_and(|e| e.how == "oom_kill");
     let limit_eta_s = match (ctx.memory_limit, ctx.rss_bytes, rss_per_s) {
+        // The limit was reached: no projection, it happened.
+        _ if oom_killed => Some(0.0),
         (Some(limit), Some(rss), Some(rate)) if rate > 0.0 && rss < limit.bytes => {
             Some(round((limit.bytes - rss) as f64 / rate, 0))
+        }
+        _ => None,
+    };
+    let fds = ctx.fds.or((totals.fds > 0).then_some(totals.fds));
+    let fds_per_s = verdicts.growth(Process::Fds);
+    let fd_limit_eta_s = match (ctx.fd_limit, fds, fds_per_s) {
+        (Some(limit), Some(n), Some(rate)) if rate > 0.0 && n < limit => {
+            Some(round((limit - n) as f64 / rate, 0))
         }
         _ => None,
     };
@@ -211,6 +256,13 @@ fn process_info(figures: &LiveFigures, verdicts: &Verdicts, ctx: &ReportContext<
         memory_limit_bytes: ctx.memory_limit.map(|l| l.bytes),
         memory_limit_source: ctx.memory_limit.map(|l| l.source.describe().to_string()),
         limit_eta_s,
+        fds,
+        fd_limit: ctx.fd_limit,
+        fds_per_min: fds_per_s.map(|r| round(r * 60.0, 1)),
+        fd_limit_eta_s,
+        goroutines: totals.goroutines,
+        go_heap_live_bytes: ctx.go.as_ref().and_then(|g| g.heap_marked),
+        resident_growth_bytes: (totals.resident_bytes > 0).then_some(totals.resident_bytes),
     }
 }
 
@@ -243,6 +295,10 @@ fn coverage(user: &Coverage, stacks: &StackTable, kernel: &KernelCounters) -> Co
         address_reused: user.address_reused,
         dropped: kernel.dropped + user.table_full,
         decode_errors: user.decode_errors,
-        sample_bytes: 0,
+        fd_reused: user.fd_reused,
+        unknown_closes: user.unknown_closes,
+        read_errors: kernel.read_errors,
+        abandoned_calls: kernel.abandoned_calls,
+        ..CoverageInfo::default()
     }
 }

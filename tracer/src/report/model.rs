@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 pub const SCHEMA: &str = "leaktracer.report/v1";
 
 /// A site's verdict, as written (`unknown` before the first one).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VerdictName {
     Leak,
@@ -16,6 +16,7 @@ pub enum VerdictName {
     Cyclic,
     Shrinking,
     Stable,
+    #[default]
     Unknown,
 }
 
@@ -39,9 +40,10 @@ impl VerdictName {
 }
 
 /// What a site makes, as written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KindName {
+    #[default]
     Heap,
     Mmap,
     Brk,
@@ -85,16 +87,54 @@ pub struct ModuleInfo {
     pub build_id: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct TargetInfo {
     pub pid: u32,
     pub exe: String,
     pub cmdline: Vec<String>,
-    /// `native` (C, C++, Rust).
+    /// `native` (C, C++, Rust) or `go`.
     pub runtime: String,
+    /// The Go version the program was built with (`go1.27.3`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub go_version: Option<String>,
+    /// How the target ended (final reports only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<TargetEnd>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// How the target ended, or that leaktracer detached from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetEnd {
+    /// `exit`, `signal`, `oom_kill` or `detached` (still running).
+    pub how: String,
+    /// The exit status, for `exit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<i32>,
+    /// The signal, for `signal` and `oom_kill`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    /// Who sent the signal, when the kernel said: `pid 123 (kill)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<String>,
+    /// When, RFC 3339 UTC.
+    pub time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom: Option<OomInfo>,
+}
+
+/// The OOM killer's kill.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OomInfo {
+    /// The cgroup whose limit was hit, if a cgroup limit applied.
+    pub cgroup: Option<String>,
+    pub limit_bytes: Option<u64>,
+    /// RSS when killed, as the kernel reported it.
+    pub rss_bytes: u64,
+    /// `memcg` (a cgroup's limit) or `global` (the machine ran out).
+    pub constraint: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct ProcessInfo {
     /// Resident set size (the last one read, if the process is gone).
     pub rss_bytes: Option<u64>,
@@ -119,6 +159,25 @@ pub struct ProcessInfo {
     /// Seconds until RSS reaches the limit at its current growth; `null` if not growing.
     #[serde(default)]
     pub limit_eta_s: Option<f64>,
+    /// Open file descriptors (from `/proc` while the target lives, else as traced).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fds: Option<u64>,
+    /// The target's `RLIMIT_NOFILE` (soft), and the time until it is reached at the
+    /// current growth of `fds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fd_limit: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fds_per_min: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fd_limit_eta_s: Option<f64>,
+    /// Go: live goroutines, and the live heap after the last collection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goroutines: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub go_heap_live_bytes: Option<u64>,
+    /// `--mode growth`: bytes of pages first touched since attach and still mapped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resident_growth_bytes: Option<u64>,
 }
 
 /// What the report could not see. Every field counts something that makes the figures
@@ -152,6 +211,34 @@ pub struct CoverageInfo {
     /// traced and the figures are exact.
     #[serde(default)]
     pub sample_bytes: u64,
+    /// Descriptors made at a number that was still open: a close was not seen.
+    #[serde(default)]
+    pub fd_reused: u64,
+    /// Closes of descriptors not known to be open (failed closes, mostly).
+    #[serde(default)]
+    pub unknown_closes: u64,
+    /// Reads of the target's memory by the Go probes that failed.
+    #[serde(default)]
+    pub read_errors: u64,
+    /// Allocator calls whose return was never seen (longjmp out of the allocator, a
+    /// thread killed inside it).
+    #[serde(default)]
+    pub abandoned_calls: u64,
+    /// Things charged to an overflow site because the site table was full.
+    #[serde(default)]
+    pub sites_overflowed: u64,
+    /// Frees of blocks the allocator made for itself (glibc's per-thread cache, freed
+    /// at thread exit): not a miss, so not in `unknown_frees`.
+    #[serde(default)]
+    pub allocator_internal_frees: u64,
+    /// Goroutines that ended without being seen created (they predate attach and the
+    /// scan missed them, or their creation was lost).
+    #[serde(default)]
+    pub unknown_goroutine_exits: u64,
+    /// Go: the program's heap profiling rate (`runtime.MemProfileRate`); 0 means the
+    /// runtime samples nothing and Go heap sites cannot be seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub go_mem_profile_rate: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -160,7 +247,7 @@ pub struct SiteTotals {
     pub live_sites: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct SiteReport {
     /// Stable within the run.
     pub id: String,
@@ -198,6 +285,58 @@ pub struct SiteReport {
     pub stack_truncated: bool,
     /// Innermost first, starting at the code that called the allocator.
     pub frames: Vec<FrameReport>,
+    /// Why the verdict is what it is, when it is not the usual trend test:
+    /// `oom_kill` (a leak decided at the OOM kill, from fewer samples).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Descriptor sites: what the live descriptors are (`socket`, `pipe`, `file`,
+    /// `anon_inode:[eventfd]`, ...) and how many of each, with a few paths.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub descriptors: Option<Descriptors>,
+    /// Goroutine sites: what they wait on, for how long, and which can never wake.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goroutines: Option<GoroutineDetails>,
+    /// Defer sites: the largest pile in one frame, the oldest waiting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defers: Option<DeferDetails>,
+    /// Sites that hold what this one's deferred calls will release (a defer pile's
+    /// open files), by id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub related_sites: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Descriptors {
+    pub kinds: std::collections::BTreeMap<String, u64>,
+    /// Up to five of the files.
+    pub examples: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct GoroutineDetails {
+    /// The goroutine's function (`main.fetch.func1`).
+    pub start_function: Option<String>,
+    /// Parked goroutines by wait reason (`chan send`, `select`, ...).
+    pub wait_reasons: std::collections::BTreeMap<String, u64>,
+    /// How long the parked ones have been parked, seconds.
+    pub parked_s: ParkedTimes,
+    /// Goroutines that can never wake (nil channel, empty select), or that the runtime
+    /// itself marked leaked (Go 1.26+ `_Gleaked`).
+    pub blocked_forever: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct ParkedTimes {
+    pub p50: f64,
+    pub max: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct DeferDetails {
+    /// The most deferred calls from this statement waiting in one goroutine.
+    pub largest_pile: u64,
+    /// How long the oldest has waited, seconds.
+    pub oldest_s: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]

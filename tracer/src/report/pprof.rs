@@ -14,6 +14,7 @@ use super::{
     folded::exported_sites,
     model::{FrameReport, Report},
 };
+use crate::config::ExportOptions;
 
 #[allow(clippy::all, clippy::pedantic, reason = "generated code")]
 mod proto {
@@ -101,6 +102,7 @@ fn parse_address(text: &str) -> u64 {
 
 /// The gzipped profile of a report.
 pub fn pprof(report: &Report, only_leaks: bool) -> std::io::Result<Vec<u8>> {
+    let memory = ExportOptions { only_leaks, ..ExportOptions::default() };
     let mut b = Builder::default();
     b.string("");
     for module in &report.modules {
@@ -130,7 +132,7 @@ pub fn pprof(report: &Report, only_leaks: bool) -> std::io::Result<Vec<u8>> {
     let (site_key, verdict_key) = (b.string("site"), b.string("verdict"));
 
     let mut samples = Vec::new();
-    for site in exported_sites(report, only_leaks) {
+    for site in exported_sites(report, &memory) {
         let mut location_id = Vec::new();
         let mut i = 0;
         while i < site.frames.len() {

@@ -10,10 +10,11 @@ use inferno::flamegraph::{
 };
 
 use super::{folded::folded, model::Report, text::bytes};
-use crate::config::Weight;
+use crate::config::{ExportOptions, Weight};
 
-pub fn svg(report: &Report, weight: Weight, only_leaks: bool) -> io::Result<Vec<u8>> {
-    let stacks = folded(report, weight, only_leaks);
+pub fn svg(report: &Report, export: &ExportOptions) -> io::Result<Vec<u8>> {
+    let (weight, only_leaks) = (export.weight, export.only_leaks);
+    let stacks = folded(report, export);
     let mut options = Options::default();
     options.title = format!(
         "leaktracer: pid {} {}: {}live {}",
@@ -75,12 +76,13 @@ mod tests {
             (2, 4096),
             &[(Some("intern_all"), "0x1010"), (Some("main"), "0x1100")],
         )]);
-        let svg = svg(&r, Weight::Bytes, false).unwrap();
+        let export = ExportOptions::default();
+        let svg = svg(&r, &export).unwrap();
         let text = String::from_utf8(svg.clone()).unwrap();
         assert!(text.contains("intern_all"));
         assert!(text.contains("leaktracer: pid 1"));
-        assert_eq!(svg, super::svg(&r, Weight::Bytes, false).unwrap(), "deterministic");
-        let empty = super::svg(&report(vec![]), Weight::Bytes, false).unwrap();
+        assert_eq!(svg, super::svg(&r, &export).unwrap(), "deterministic");
+        let empty = super::svg(&report(vec![]), &export).unwrap();
         assert!(String::from_utf8(empty).unwrap().contains("nothing outstanding"));
     }
 }

@@ -4,6 +4,8 @@
 //! `settle` (for `run`: the command's own end). Runs on a single-threaded runtime; the
 //! symbolizer has a thread of its own.
 
+mod end;
+mod golang;
 mod start;
 mod watch;
 
@@ -23,7 +25,7 @@ use crate::{
     probe::Probes,
     report::{self, Inputs, ReportContext, outputs::Outputs},
     target::{Target, launch::Exit, limits::MemoryLimit, proc},
-    verdict::Verdicts,
+    verdict::{ProcessSample, Verdicts},
 };
 
 /// The exit status `--fail-on-leak` gives when a leak was found.
@@ -60,6 +62,14 @@ struct Session<'a> {
     /// Read while the target lives, and kept: a cgroup that vanishes with the target
     /// does not turn into the machine's RAM in the final report.
     memory_limit: Option<MemoryLimit>,
+    /// Open descriptors and their limit, the last read while the target lived.
+    fds: Option<u64>,
+    fd_limit: Option<u64>,
+    /// How the target ended, once it has (or that we detached).
+    end: Option<crate::report::TargetEnd>,
+    alive: bool,
+    /// A Go target's runtime and its reads.
+    go: Option<golang::GoSession>,
     write_failures: u64,
 }
 
@@ -109,6 +119,7 @@ impl Session<'_> {
                         self.agg.stacks.modules.mark_dirty();
                         self.drain();
                         self.read_process();
+                        self.go_image_known();
                         watch.release();
                     }
                     TargetEvent::Exited(exit) => return Ok(Stop::TargetExited(exit)),
@@ -133,21 +144,52 @@ impl Session<'_> {
         monotonic_ns().saturating_sub(self.start_ns) as f64 / 1e9
     }
 
-    /// RSS and the memory limit, while the target lives; the last good values stay.
+    /// RSS, descriptors and limits, while the target lives; the last good values stay.
     fn read_process(&mut self) {
         let pid = self.target.pid;
         self.last_rss = proc::rss_bytes(pid).or(self.last_rss);
         if let Some(limit) = crate::target::limits::memory_limit(pid) {
             self.memory_limit = Some(limit);
         }
+        self.fds = proc::count_fds(pid).or(self.fds);
+        self.fd_limit = proc::fd_limit(pid).or(self.fd_limit);
     }
 
-    /// Samples every site (and the RSS, unless the target is gone) and judges every
-    /// group on its series so far.
+    /// A launched Go program's image is mapped now (it exec'd): where, for reading its
+    /// runtime and walking its stacks.
+    fn go_image_known(&mut self) {
+        let pid = self.target.pid;
+        let Some(go) = self.go.as_mut().filter(|g| g.bias.is_none()) else { return };
+        let Ok(maps) = crate::target::maps::read(pid) else { return };
+        let exe = self.target.exe.as_path();
+        let Some(map) =
+            maps.iter().filter(|m| m.file_path().as_deref() == Some(exe)).min_by_key(|m| m.offset)
+        else {
+            return;
+        };
+        let bias = go.runtime.bias(map.start, map.offset);
+        go.execed(pid, bias);
+        if let Some(bias) = bias {
+            self.agg.stacks.set_code_ranges(crate::probe::golang::code_ranges(&go.runtime, bias));
+        }
+    }
+
+    /// Samples every site (and the process, unless it is gone) and judges every group on
+    /// its series so far.
     async fn judge(&mut self, target_alive: bool) {
-        let rss = if target_alive { proc::rss_bytes(self.target.pid) } else { None };
-        self.last_rss = rss.or(self.last_rss);
-        self.verdicts.sample(self.elapsed_s(), &self.agg.sites, rss);
+        let pid = self.target.pid;
+        if let Some(go) = self.go.as_mut().filter(|_| target_alive) {
+            go.refresh(&mut self.agg, false);
+        }
+        let goroutines = self.agg.goroutine_count();
+        let process = if target_alive {
+            ProcessSample { rss: proc::rss_bytes(pid), fds: proc::count_fds(pid), goroutines }
+        } else {
+            ProcessSample { goroutines, ..ProcessSample::default() }
+        };
+        self.last_rss = process.rss.or(self.last_rss);
+        self.fds = process.fds.or(self.fds);
+        self.verdicts.sample(self.elapsed_s(), &self.agg.sites, process);
         self.identities.update(&self.agg).await;
         self.verdicts.evaluate(self.identities.groups());
     }
@@ -164,6 +206,16 @@ impl Session<'_> {
             memory_limit: self.memory_limit.as_ref(),
             kernel: self.probes.counters(),
             sample_bytes: self.options.probes.sample_bytes,
+            end: self.end.clone(),
+            fds: self.fds,
+            fd_limit: self.fd_limit,
+            alive: self.alive,
+            go: self.go.as_ref().map(|g| crate::report::GoFacts {
+                version: &g.runtime.version.raw,
+                wait_reasons: &g.runtime.layout.wait_reasons,
+                heap_marked: g.heap_marked,
+                mem_profile_rate: g.mem_profile_rate,
+            }),
         };
         let inputs = Inputs { agg: &self.agg, identities: &self.identities, verdicts: &self.verdicts };
         report::build(&inputs, &ctx)
@@ -189,12 +241,19 @@ impl Session<'_> {
     async fn finish(mut self, stop: Stop, signals: &mut Signals) -> bool {
         // Everything the target did before it stopped is in the ring buffer by now.
         self.drain();
-        let alive = !matches!(stop, Stop::TargetExited(_));
-        if alive {
+        self.alive = !matches!(stop, Stop::TargetExited(_));
+        if self.alive {
             self.read_process();
         }
+        self.end = Some(end::target_end(stop, &self.agg.ending, self.memory_limit.as_ref(), self.last_rss));
         let report = tokio::select! {
-            report = async { self.judge(alive).await; self.report(true) } => Some(report),
+            report = async {
+                self.judge(self.alive).await;
+                if self.end.as_ref().is_some_and(|e| e.how == "oom_kill") {
+                    self.verdicts.at_death(self.identities.groups());
+                }
+                self.report(true)
+            } => Some(report),
             sig = signals.recv() => {
                 eprintln!("leaktracer: signal {sig} again: detaching without a final report");
                 None

@@ -4,31 +4,31 @@
 use anyhow::Context as _;
 use tokio::time::Instant;
 
-use super::{Session, watch::Watch};
+use super::{Session, golang::GoSession, watch::Watch};
 use crate::{
     aggregate::{self, Aggregator},
     clock::monotonic_ns,
-    config::SessionOptions,
+    config::{Kind, Mode, SessionOptions},
     event::reader::EventReader,
     identify::{Identities, symbolize::Symbolizer},
-    probe::{self, LoadOptions, ProbePoint, Probes, Uprobe, tracepoints},
+    probe::{self, LoadOptions, ProbePoint, Probes, Uprobe, golang::GoTarget, tracepoints},
     report::outputs::{Outputs, Places},
     stacks::{StackTable, modules::ModuleMap},
-    target::{Target, launch::Stopped, maps, pidfd::PidFd},
+    target::{Target, launch::Stopped, maps, pidfd::PidFd, proc},
     verdict::Verdicts,
 };
 
 /// The process to trace, ready for probes.
 pub enum Prepared {
-    Running { target: Target, pidfd: PidFd, points: Vec<ProbePoint> },
-    Launched { target: Target, points: Vec<ProbePoint>, child: Stopped },
+    Running { target: Target, pidfd: PidFd, points: Vec<ProbePoint>, go: Option<GoTarget> },
+    Launched { target: Target, points: Vec<ProbePoint>, child: Stopped, go: Option<GoTarget> },
 }
 
 impl<'a> Session<'a> {
     pub(super) fn start(prepared: Prepared, options: &'a SessionOptions) -> anyhow::Result<(Self, Watch)> {
-        let (target, points, pidfd, child) = match prepared {
-            Prepared::Running { target, pidfd, points } => (target, points, Some(pidfd), None),
-            Prepared::Launched { target, points, child } => (target, points, None, Some(child)),
+        let (target, points, pidfd, child, go) = match prepared {
+            Prepared::Running { target, pidfd, points, go } => (target, points, Some(pidfd), None, go),
+            Prepared::Launched { target, points, child, go } => (target, points, None, Some(child), go),
         };
         let places = Places {
             output: options.output.as_deref(),
@@ -39,18 +39,38 @@ impl<'a> Session<'a> {
         let outputs = Outputs::open(&options.formats, &places, options.export)?;
         // On any error until it is supervised, dropping `child` kills the command, which
         // never ran.
-        let mut probes = attach(&target, &points, options)?;
+        let mut probes = attach(&target, &points, go.as_ref(), options)?;
         let launched = child.is_some();
         let modules = ModuleMap::new(target.pid);
-        let stacks = StackTable::new(Box::new(probes.take_stacks()?), modules);
+        let mut stacks = StackTable::new(Box::new(probes.take_stacks()?), modules);
+        if let Some(g) = &go
+            && let Some(bias) = g.bias
+        {
+            stacks.set_code_ranges(probe::golang::code_ranges(&g.runtime, bias));
+        }
         let reader = EventReader::new(probes.take_events()?).context("cannot watch the ring buffer")?;
         let start = aggregate::Start {
             await_exec: launched,
             brk: if launched { None } else { current_break(target.pid) },
             epoch_ns: monotonic_ns(),
             max_live: options.max_live,
+            pid: target.pid,
+            open_fds: if launched || !options.probes.kinds.contains(Kind::Fd) {
+                Vec::new()
+            } else {
+                open_fds(target.pid)
+            },
+            growth: options.probes.mode == Mode::Growth,
+            go: None,
         };
-        let agg = Aggregator::new(stacks, &start);
+        let go = go.map(|g| GoSession::new(target.pid, g.runtime, g.bias));
+        let start = aggregate::Start { go: go.as_ref().map(GoSession::statuses), ..start };
+        let mut agg = Aggregator::new(stacks, &start);
+        let mut go = go;
+        if let Some(go) = go.as_mut() {
+            // The goroutines there before attach, in the first report already.
+            go.refresh(&mut agg, true);
+        }
         let identities = Identities::new(Symbolizer::spawn().context("cannot start the symbolizer thread")?);
         announce(&target, &points, &probes);
         let watch = match (child, pidfd) {
@@ -67,12 +87,17 @@ impl<'a> Session<'a> {
             reader,
             agg,
             identities,
-            verdicts: Verdicts::default(),
+            verdicts: Verdicts::new(options.min_growth),
             outputs,
             start: Instant::now(),
             start_ns: start.epoch_ns,
             last_rss: None,
             memory_limit: None,
+            fds: None,
+            fd_limit: None,
+            end: None,
+            alive: true,
+            go,
             write_failures: 0,
         };
         Ok((session, watch))
@@ -80,13 +105,30 @@ impl<'a> Session<'a> {
 }
 
 /// Loads the programs and attaches what the options ask for.
-fn attach(target: &Target, points: &[ProbePoint], options: &SessionOptions) -> anyhow::Result<Probes> {
+fn attach(
+    target: &Target,
+    points: &[ProbePoint],
+    go: Option<&GoTarget>,
+    options: &SessionOptions,
+) -> anyhow::Result<Probes> {
     let t = std::time::Instant::now();
-    let load = LoadOptions { tgid: target.pid, probes: options.probes, go: None };
+    let go_offsets = go.map(|g| probe::golang::offsets(&g.runtime));
+    let load = LoadOptions { tgid: target.pid, probes: options.probes, go: go_offsets };
     let mut probes = Probes::load(&load)?;
     probes.attach_tracepoints(&tracepoints::needed(&options.probes))?;
     log::debug!("tracepoints attached at {:?}", t.elapsed());
-    probes.attach_uprobes(target.pid, &allocator_uprobes(points))?;
+    let mut uprobes =
+        if options.probes.kinds.contains(Kind::Heap) { allocator_uprobes(points) } else { Vec::new() };
+    if let Some(g) = go {
+        uprobes.extend(probe::golang::uprobes(&g.runtime, &g.object, options.probes.kinds));
+        log::info!(
+            "{} ({}, layout from {:?})",
+            g.runtime.version.raw,
+            if g.runtime.stripped { "stripped" } else { "with symbols" },
+            g.runtime.layout_source
+        );
+    }
+    probes.attach_uprobes(target.pid, &uprobes)?;
     log::info!(
         "attached in {:?}; kernel memory of this session: {:.1} MiB",
         t.elapsed(),
@@ -127,6 +169,11 @@ fn announce(target: &Target, points: &[ProbePoint], probes: &Probes) {
         target.pid,
         target.exe.display(),
     );
+}
+
+/// The descriptors a running process has open now.
+fn open_fds(pid: u32) -> Vec<i32> {
+    proc::open_fds(pid).map(|fds| fds.into_iter().map(|(fd, _)| fd).collect()).unwrap_or_default()
 }
 
 /// The break of a running process: the end of its `[heap]` mapping.

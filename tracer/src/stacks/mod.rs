@@ -1,9 +1,10 @@
 //! The target's code and stacks: where its code is (`modules`), what its ELF files say
-//! (`elf`, `cfi`, `golang`), how stacks are walked from a copy (`unwind`), and every
+//! (`elf`, `cfi`; `golang` for Go programs: version, pclntab, runtime layout), how stacks are walked from a copy (`unwind`), and every
 //! distinct stack seen, placed in the modules (`table`).
 
 pub mod cfi;
 pub mod elf;
+pub mod golang;
 pub mod modules;
 pub mod table;
 pub mod unwind;

@@ -231,7 +231,8 @@ impl ModuleMap {
         None
     }
 
-    fn lookup(&self, addr: u64) -> Option<Location> {
+    /// Where `addr` is, by the maps as last read (no refresh).
+    pub fn lookup(&self, addr: u64) -> Option<Location> {
         let i = self.regions.partition_point(|r| r.start <= addr).checked_sub(1)?;
         let r = self.regions[i];
         (addr < r.end).then(|| Location { module: r.module, offset: addr - r.start + r.offset })

@@ -41,6 +41,8 @@ pub trait StackSource {
     fn teach(&mut self, _rules: &[(u64, UnwindRule)]) {}
     /// Takes rules back (the code they describe is gone).
     fn forget(&mut self, _keys: &[u64]) {}
+    /// Sets the code ranges with one rule each (Go code).
+    fn set_code_ranges(&mut self, _ranges: &[CodeRange]) {}
 }
 
 /// One frame: its runtime address and where that is in a file.
@@ -92,8 +94,9 @@ impl StackTable {
         }
     }
 
-    /// Code ranges with one unwind rule each (Go code), as the kernel side has them.
+    /// Code ranges with one unwind rule each (Go code), for both walks.
     pub fn set_code_ranges(&mut self, ranges: Vec<CodeRange>) {
+        self.source.set_code_ranges(&ranges);
         self.unwinder.set_ranges(ranges);
     }
 
@@ -131,6 +134,19 @@ impl StackTable {
             let info = Arc::new(self.place(&raw));
             self.known.insert(id, Some(info));
         }
+    }
+
+    /// A stack made of the frames given (no probed instruction: a goroutine known only
+    /// by its `go` statement). Marked cut short: its callers are not known.
+    pub fn synthetic(&mut self, frames: &[u64]) -> StackId {
+        let raw =
+            RawStack { frames: std::iter::once(0).chain(frames.iter().copied()).collect(), truncated: true };
+        let id = StackId(stack_hash(&raw.frames));
+        if !self.known.contains_key(&id) && self.room() {
+            let info = Arc::new(self.place(&raw));
+            self.known.insert(id, Some(info));
+        }
+        id
     }
 
     /// Whether another stack may be kept; counts the ones that may not.

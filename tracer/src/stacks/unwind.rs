@@ -136,10 +136,11 @@ impl Unwinder {
     }
 
     /// Forgets rules (exec replaced the code); returns the keys the kernel must drop.
+    /// Code ranges stay: they are set for the image being traced (`run` sets them for
+    /// the program it starts, before its exec).
     pub fn reset(&mut self) -> Vec<u64> {
         self.known.clear();
         self.cfi.clear();
-        self.ranges.clear();
         self.taught.drain().collect()
     }
 }

@@ -5,6 +5,7 @@ pub mod files;
 pub mod launch;
 pub mod limits;
 pub mod maps;
+pub mod mem;
 pub mod pidfd;
 pub mod privileges;
 pub mod proc;

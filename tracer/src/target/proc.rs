@@ -45,6 +45,11 @@ fn describe(link: &PathBuf) -> String {
     text[..end].to_string()
 }
 
+/// How many descriptors a process has open (a directory listing, no readlinks).
+pub fn count_fds(pid: u32) -> Option<u64> {
+    Some(fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
+}
+
 /// What one descriptor is now.
 pub fn fd_target(pid: u32, fd: i32) -> Option<String> {
     fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok().map(|p| describe(&p))

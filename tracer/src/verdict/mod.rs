@@ -3,15 +3,24 @@
 //! process its memory limit and the time left until it is reached.
 
 pub mod classify;
+mod death;
+mod material;
 pub mod series;
 pub mod trend;
 
 use std::collections::HashMap;
 
 pub use self::classify::{Assessment, Verdict};
-use self::{classify::assess, series::SeriesStore, trend::theil_sen};
+pub use self::series::{Process, ProcessSample};
+use self::{
+    classify::assess,
+    material::{Measure, material},
+    series::SeriesStore,
+    trend::theil_sen,
+};
 use crate::{
     aggregate::sites::{SiteIdx, Sites},
+    config::MinGrowth,
     identify::Group,
 };
 
@@ -27,6 +36,8 @@ pub struct SiteVerdict {
     pub bytes_per_min: f64,
     /// Seconds after the start of tracing at which the site was first called a leak.
     pub first_leak_s: Option<f64>,
+    /// Why, when not the usual trend tests: `oom_kill`.
+    pub reason: Option<&'static str>,
 }
 
 pub struct Verdicts {
@@ -34,18 +45,29 @@ pub struct Verdicts {
     /// By the group's first raw site (its id).
     latest: HashMap<SiteIdx, SiteVerdict>,
     first_leak: HashMap<SiteIdx, f64>,
+    /// Growth below this is not reported (`--min-growth`).
+    floor: MinGrowth,
 }
 
 impl Default for Verdicts {
     fn default() -> Self {
-        Self { series: SeriesStore::new(SERIES_CAPACITY), latest: HashMap::new(), first_leak: HashMap::new() }
+        Self::new(MinGrowth::default())
     }
 }
 
 impl Verdicts {
-    /// Records every site's live figures, and the RSS, at `t` seconds.
-    pub fn sample(&mut self, t: f64, sites: &Sites, rss: Option<u64>) {
-        self.series.sample(t, sites, rss);
+    pub fn new(floor: MinGrowth) -> Self {
+        Self {
+            series: SeriesStore::new(SERIES_CAPACITY),
+            latest: HashMap::new(),
+            first_leak: HashMap::new(),
+            floor,
+        }
+    }
+
+    /// Records every site's live figures, and the process-wide ones, at `t` seconds.
+    pub fn sample(&mut self, t: f64, sites: &Sites, process: ProcessSample) {
+        self.series.sample(t, sites, process);
     }
 
     /// Judges every group of sites on its series so far.
@@ -54,8 +76,16 @@ impl Verdicts {
         for group in groups {
             let id = group.first;
             let (t, counts, bytes) = self.series.group(&group.members);
-            let by_bytes = assess(&t, &bytes);
-            let by_count = assess(&t, &counts);
+            let mut by_bytes = assess(&t, &bytes);
+            let mut by_count = assess(&t, &counts);
+            if by_bytes.verdict.is_growing() && !material(&t, &bytes, &by_bytes, Measure::Bytes, &self.floor)
+            {
+                by_bytes.verdict = Verdict::Stable;
+            }
+            if by_count.verdict.is_growing() && !material(&t, &counts, &by_count, Measure::Count, &self.floor)
+            {
+                by_count.verdict = Verdict::Stable;
+            }
             let (verdict, confidence) = combine(by_bytes, by_count);
             if verdict == Verdict::Leak {
                 self.first_leak.entry(id).or_insert(now);
@@ -68,8 +98,26 @@ impl Verdicts {
                     count_per_min: by_count.per_min,
                     bytes_per_min: by_bytes.per_min,
                     first_leak_s: self.first_leak.get(&id).copied(),
+                    reason: None,
                 },
             );
+        }
+    }
+
+    /// The target was killed for its memory: sites that rose to the end and hold most of
+    /// the growth are leaks even on fewer samples than the usual tests need.
+    pub fn at_death(&mut self, groups: &[Group]) {
+        let series: Vec<(SiteIdx, Vec<f64>)> =
+            groups.iter().map(|g| (g.first, self.series.group(&g.members).2)).collect();
+        let total: f64 = series.iter().map(|(_, y)| death::rise(y).max(0.0)).sum();
+        let now = self.series.times().last().copied().unwrap_or(0.0);
+        for (id, y) in series {
+            let Some(confidence) = death::leak_at_death(&y, total) else { continue };
+            let Some(v) = self.latest.get_mut(&id) else { continue };
+            if v.verdict != Verdict::Leak {
+                *v = SiteVerdict { verdict: Verdict::Leak, confidence, reason: Some("oom_kill"), ..*v };
+                v.first_leak_s = Some(*self.first_leak.entry(id).or_insert(now));
+            }
         }
     }
 
@@ -83,15 +131,15 @@ impl Verdicts {
         self.latest.get(&id)
     }
 
-    /// Current RSS growth, bytes per second (Theil-Sen over the last third of the
-    /// samples), when there are enough samples to say.
-    pub fn rss_growth(&self) -> Option<f64> {
-        let (t, rss) = self.series.rss();
+    /// Current growth of a process-wide figure, per second (Theil-Sen over the last
+    /// third of the samples), when there are enough samples to say.
+    pub fn growth(&self, which: Process) -> Option<f64> {
+        let (t, v) = self.series.process(which);
         if t.len() < 6 {
             return None;
         }
         let tail = (t.len() / 3).max(6).min(t.len());
-        Some(theil_sen(&t[t.len() - tail..], &rss[rss.len() - tail..]))
+        Some(theil_sen(&t[t.len() - tail..], &v[v.len() - tail..]))
     }
 }
 
@@ -125,7 +173,8 @@ mod tests {
         let mut verdicts = Verdicts::default();
         for tick in 0..40 {
             sites.get_mut(leak).born(64, 1.0);
-            verdicts.sample(f64::from(tick) * 0.5, &sites, Some(1_000_000 + 4096 * u64::from(tick as u32)));
+            let rss = Some(1_000_000 + 4096 * u64::from(tick as u32));
+            verdicts.sample(f64::from(tick) * 0.5, &sites, ProcessSample { rss, ..Default::default() });
             let groups =
                 [Group { first: leak, members: vec![leak] }, Group { first: flat, members: vec![flat] }];
             verdicts.evaluate(&groups);
@@ -138,7 +187,7 @@ mod tests {
         assert!((v.count_per_min - 120.0).abs() < 1e-6);
         assert_eq!(verdicts.get(flat).unwrap().verdict, Verdict::Stable);
         assert_eq!(verdicts.get(flat).unwrap().first_leak_s, None);
-        assert!((verdicts.rss_growth().unwrap() - 8192.0).abs() < 1e-6);
+        assert!((verdicts.growth(Process::Rss).unwrap() - 8192.0).abs() < 1e-6);
     }
 
     #[test]

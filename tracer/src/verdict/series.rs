@@ -13,30 +13,54 @@ struct SiteSeries {
     bytes: Vec<f32>,
 }
 
+/// Process-wide figures sampled with the sites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Process {
+    /// Resident set size, bytes.
+    Rss = 0,
+    /// Open file descriptors.
+    Fds = 1,
+    /// Live goroutines.
+    Goroutines = 2,
+}
+
+const PROCESS_SERIES: usize = 3;
+
+/// One sample of the process-wide figures; `None` when unknown.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ProcessSample {
+    pub rss: Option<u64>,
+    pub fds: Option<u64>,
+    pub goroutines: Option<u64>,
+}
+
 #[derive(Debug)]
 pub struct SeriesStore {
     capacity: usize,
     /// Seconds since tracing started.
     times: Vec<f64>,
-    /// Resident set size of the process, NaN when unknown.
-    rss: Vec<f64>,
+    /// Process-wide figures by `Process`, NaN when unknown.
+    process: [Vec<f64>; PROCESS_SERIES],
     sites: Vec<SiteSeries>,
 }
 
 impl SeriesStore {
     /// `capacity`: samples kept per series (at least 8).
     pub fn new(capacity: usize) -> Self {
-        Self { capacity: capacity.max(8), times: Vec::new(), rss: Vec::new(), sites: Vec::new() }
+        Self { capacity: capacity.max(8), times: Vec::new(), process: Default::default(), sites: Vec::new() }
     }
 
     /// Takes one sample of every site's running figures at `t`.
-    pub fn sample(&mut self, t: f64, sites: &Sites, rss: Option<u64>) {
+    pub fn sample(&mut self, t: f64, sites: &Sites, process: ProcessSample) {
         if self.times.len() == self.capacity {
             self.halve();
         }
         let index = self.times.len();
         self.times.push(t);
-        self.rss.push(rss.map_or(f64::NAN, |r| r as f64));
+        let values = [process.rss, process.fds, process.goroutines];
+        for (series, value) in self.process.iter_mut().zip(values) {
+            series.push(value.map_or(f64::NAN, |v| v as f64));
+        }
         self.sites.resize_with(sites.len(), || SiteSeries { start: index, ..SiteSeries::default() });
         for (idx, site) in sites.iter() {
             let series = &mut self.sites[idx as usize];
@@ -49,7 +73,9 @@ impl SeriesStore {
     fn halve(&mut self) {
         let even = |v: &mut Vec<f64>| *v = v.iter().copied().step_by(2).collect();
         even(&mut self.times);
-        even(&mut self.rss);
+        for series in &mut self.process {
+            even(series);
+        }
         for s in &mut self.sites {
             // Local index i is global start + i; keep the even global ones.
             let skip = s.start % 2;
@@ -82,9 +108,10 @@ impl SeriesStore {
         (self.times[start..].to_vec(), counts, bytes)
     }
 
-    /// RSS samples that are known, with their times.
-    pub fn rss(&self) -> (Vec<f64>, Vec<f64>) {
-        self.times.iter().zip(&self.rss).filter(|(_, r)| !r.is_nan()).map(|(t, r)| (*t, *r)).unzip()
+    /// The known samples of a process-wide figure, with their times.
+    pub fn process(&self, which: Process) -> (Vec<f64>, Vec<f64>) {
+        let series = &self.process[which as usize];
+        self.times.iter().zip(series).filter(|(_, v)| !v.is_nan()).map(|(t, v)| (*t, *v)).unzip()
     }
 }
 
@@ -107,17 +134,17 @@ mod tests {
         let a = sites.intern(key(1));
         for t in 0..3 {
             sites.get_mut(a).born(10, 1.0);
-            store.sample(f64::from(t), &sites, Some(100));
+            store.sample(f64::from(t), &sites, ProcessSample { rss: Some(100), ..Default::default() });
         }
         let b = sites.intern(key(2));
         sites.get_mut(b).born(5, 1.0);
-        store.sample(3.0, &sites, None);
+        store.sample(3.0, &sites, ProcessSample::default());
         let (t, counts, bytes) = store.group(&[a, b]);
         assert_eq!(t, [0.0, 1.0, 2.0, 3.0]);
         assert_eq!(counts, [1.0, 2.0, 3.0, 4.0]);
         assert_eq!(bytes, [10.0, 20.0, 30.0, 35.0]);
         assert_eq!(store.group(&[b]), (vec![3.0], vec![1.0], vec![5.0]));
-        assert_eq!(store.rss(), (vec![0.0, 1.0, 2.0], vec![100.0; 3]));
+        assert_eq!(store.process(Process::Rss), (vec![0.0, 1.0, 2.0], vec![100.0; 3]));
     }
 
     #[test]
@@ -134,7 +161,7 @@ mod tests {
             if let Some(b) = b {
                 sites.get_mut(b).born(2, 1.0);
             }
-            store.sample(f64::from(t), &sites, None);
+            store.sample(f64::from(t), &sites, ProcessSample::default());
             assert!(store.times().len() <= 16);
         }
         // Every sample still says live count = t + 1 for a, and 2 * (t - 6) bytes for b.

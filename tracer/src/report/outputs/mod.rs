@@ -59,8 +59,8 @@ pub fn render(
             serde_json::to_writer(&mut *out, report)?;
             out.write_all(b"\n")
         }
-        Format::Folded => out.write_all(folded(report, export.weight, export.only_leaks).as_bytes()),
-        Format::Svg => out.write_all(&svg(report, export.weight, export.only_leaks)?),
+        Format::Folded => out.write_all(folded(report, export).as_bytes()),
+        Format::Svg => out.write_all(&svg(report, export)?),
         Format::Pprof => out.write_all(&pprof(report, export.only_leaks)?),
     }
 }

@@ -1,0 +1,85 @@
+//! Whether a rise is worth reporting. The trend tests are rank-based: they say a series
+//! rises, however little. A site whose live count is a handful of in-flight requests can
+//! rise "significantly" from 1 to 3; that is no leak anyone cares about. So a site is
+//! `growing` or `leak` only when its rise over the window is material: at least a
+//! minimum (16 things, 16 KiB), at least a quarter of the level it started from (what
+//! is live anyway: in-flight work, a warm cache), and at least the user's floor
+//! (`--min-growth`, per minute).
+
+use super::{classify::Assessment, trend::theil_sen};
+use crate::config::MinGrowth;
+
+/// A rise below these is never material.
+const MIN_RISE_COUNT: f64 = 16.0;
+const MIN_RISE_BYTES: f64 = 16384.0;
+/// A rise below this share of the starting level is never material.
+const MIN_RELATIVE_RISE: f64 = 0.25;
+
+/// What a series measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    Count,
+    Bytes,
+}
+
+/// Is the rise of `y` (sampled at `t`, seconds) material? `a` is its assessment.
+pub fn material(t: &[f64], y: &[f64], a: &Assessment, measure: Measure, floor: &MinGrowth) -> bool {
+    let n = y.len().min(t.len());
+    if n < 2 {
+        return false;
+    }
+    let span = t[n - 1] - t[0];
+    let rise = theil_sen(&t[..n], &y[..n]) * span;
+    let head = &y[..(n / 3).max(1)];
+    let base = head.iter().copied().fold(f64::INFINITY, f64::min).max(0.0);
+    let (minimum, floor_per_min) = match measure {
+        Measure::Count => (MIN_RISE_COUNT, floor.count_per_min),
+        Measure::Bytes => (MIN_RISE_BYTES, floor.bytes_per_min),
+    };
+    rise >= minimum && rise >= MIN_RELATIVE_RISE * base && a.per_min >= floor_per_min
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verdict::classify::{Verdict, assess};
+
+    fn times(n: usize) -> Vec<f64> {
+        (0..n).map(|i| i as f64 * 0.5).collect()
+    }
+
+    fn check(y: &[f64], measure: Measure, floor: MinGrowth) -> (Verdict, bool) {
+        let t = times(y.len());
+        let a = assess(&t, y);
+        (a.verdict, material(&t, y, &a, measure, &floor))
+    }
+
+    #[test]
+    fn a_few_in_flight_blocks_creeping_up_are_not_material() {
+        // Live reply buffers creeping up by a dozen over a minute (redis under load).
+        let y: Vec<f64> = (0..120).map(|i| f64::from((i / 10) as u32)).collect();
+        let (verdict, material) = check(&y, Measure::Count, MinGrowth::default());
+        assert!(verdict.is_growing(), "the trend test alone calls it {verdict:?}");
+        assert!(!material);
+    }
+
+    #[test]
+    fn a_small_rise_on_a_large_base_is_not_material_a_large_one_is() {
+        let small: Vec<f64> = (0..60).map(|i| 1000.0 + f64::from(i as u32) * 0.5).collect();
+        assert!(!check(&small, Measure::Count, MinGrowth::default()).1, "30 on 1000");
+        let large: Vec<f64> = (0..60).map(|i| 1000.0 + f64::from(i as u32) * 10.0).collect();
+        assert!(check(&large, Measure::Count, MinGrowth::default()).1, "600 on 1000");
+    }
+
+    #[test]
+    fn a_leak_from_nothing_is_material_and_the_floor_applies() {
+        // 10 a second for 30 s: 300 things, 1200 a minute.
+        let y: Vec<f64> = (0..60).map(|i| f64::from(i as u32) * 5.0).collect();
+        assert_eq!(check(&y, Measure::Count, MinGrowth::default()), (Verdict::Leak, true));
+        let floor = MinGrowth { count_per_min: 2000.0, bytes_per_min: 0.0 };
+        assert!(!check(&y, Measure::Count, floor).1, "below --min-growth");
+        // Bytes: 64 bytes 100 times a second is material.
+        let bytes: Vec<f64> = (0..60).map(|i| f64::from(i as u32) * 3200.0).collect();
+        assert!(check(&bytes, Measure::Bytes, MinGrowth::default()).1);
+    }
+}
