@@ -254,6 +254,8 @@ pub struct Tracer {
     /// writing them (a pipe holds 64 KiB: a few reports).
     stderr_rest: mpsc::Receiver<String>,
     stdout: mpsc::Receiver<String>,
+    /// Stdout lines taken so far (by `report_where`).
+    taken: String,
 }
 
 impl Tracer {
@@ -291,8 +293,25 @@ impl Tracer {
         }
         let objects = KernelObjects::held_by(child.id());
         let stderr_rest = collect(lines);
-        let stdout = read_all(child.stdout.take().unwrap());
-        Self { child, stderr: seen, objects, stderr_rest, stdout }
+        let stdout = lines_of(child.stdout.take().unwrap());
+        Self { child, stderr: seen, objects, stderr_rest, stdout, taken: String::new() }
+    }
+
+    /// Waits (until `within`) for a JSON report that `wanted` accepts; returns it.
+    pub fn report_where(&mut self, within: Duration, wanted: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.stdout.recv_timeout(left).unwrap_or_else(|e| {
+                panic!("no such report within {within:?} ({e}); reports so far:\n{}", self.taken)
+            });
+            self.taken.push_str(&line);
+            if let Ok(report) = serde_json::from_str::<Value>(&line)
+                && wanted(&report)
+            {
+                return report;
+            }
+        }
     }
 
     /// Sends SIGINT, waits, and returns every report it wrote.
@@ -304,7 +323,7 @@ impl Tracer {
 
     pub fn wait(mut self) -> Run {
         let status = self.child.wait().unwrap();
-        let stdout = self.stdout.recv().unwrap_or_default();
+        let stdout = self.taken + &self.stdout.iter().collect::<String>();
         let rest = self.stderr_rest.recv().unwrap_or_default();
         Run { status, stdout, stderr: self.stderr + &rest, objects: self.objects }
     }
@@ -335,17 +354,6 @@ fn collect(lines: mpsc::Receiver<String>) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(lines.into_iter().collect::<String>());
-    });
-    rx
-}
-
-/// Reads a pipe to its end on a thread of its own.
-fn read_all(mut pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut all = String::new();
-        let _ = pipe.read_to_string(&mut all);
-        let _ = tx.send(all);
     });
     rx
 }

@@ -6,9 +6,12 @@
 mod corpus;
 mod errors;
 mod formats;
+mod gofixture;
+mod golang;
 mod harness;
 mod lifecycle;
 mod native_heap;
+mod oracle;
 mod overhead;
 mod stacks;
 
@@ -16,24 +19,30 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args = libtest_mimic::Arguments::from_args();
+    let required = std::env::var_os("LEAKTRACER_REQUIRE_PRIVILEGED").is_some();
     if let Some(reason) = harness::unprivileged_reason() {
-        if std::env::var_os("LEAKTRACER_REQUIRE_PRIVILEGED").is_some() {
-            eprintln!(
-                "the privileged tests cannot run here ({reason}) but LEAKTRACER_REQUIRE_PRIVILEGED is set"
-            );
+        if required {
+            eprintln!("the privileged tests cannot run here ({reason}) but LEAKTRACER_REQUIRE_PRIVILEGED is set");
             return ExitCode::FAILURE;
         }
         eprintln!("\n!!! the privileged tests are IGNORED: {reason}; run `cargo xtask test` as root !!!\n");
+    }
+    let missing = golang::toolchains_missing();
+    if required && !missing.is_empty() {
+        eprintln!("Go toolchains missing for the Go tests (1.x): {missing:?}; cargo xtask setup installs them");
+        return ExitCode::FAILURE;
     }
     let mut tests = Vec::new();
     for module in [
         corpus::tests,
         errors::tests,
         formats::tests,
+        golang::tests,
         lifecycle::tests,
         native_heap::tests,
         overhead::tests,
         stacks::tests,
+        oracle::tests::trials,
     ] {
         tests.extend(module());
     }

@@ -8,7 +8,7 @@ use super::symbolize::SymFrame;
 use crate::stacks::{
     StackTable,
     elf::ElfFile,
-    golang::{binary::Binary, pclntab::Pclntab, version},
+    golang::{binary::Binary, pclntab::Pclntab, runtime, version},
     modules::ModuleIdx,
 };
 
@@ -64,6 +64,18 @@ impl GoModules {
                     .collect()
             })
             .collect()
+    }
+}
+
+impl GoModules {
+    /// The name of the function starting at file offset `offset` of `module` (a
+    /// goroutine's start function), past the compiler's `go` statement wrapper.
+    pub fn start_function(&mut self, stacks: &StackTable, module: ModuleIdx, offset: u64) -> Option<String> {
+        let elf = self.get(stacks, module)?;
+        let bin = Binary::parse(elf.data()).ok()?;
+        let tab = Pclntab::from_binary(&bin).ok()?;
+        let pc = offset_to_vaddr(&bin, offset)?;
+        runtime::wrapped_function(&bin, &tab, pc).or_else(|| Some(tab.function_at(pc)?.name))
     }
 }
 

@@ -135,9 +135,7 @@ impl Symbols {
         if !self.go.is_go(stacks, module) {
             return None;
         }
-        let frames = self.go.symbolize(stacks, module, &[location.offset]);
-        // The outermost frame: the function the address is in, not what was inlined.
-        frames.into_iter().next()?.pop()?.function
+        self.go.start_function(stacks, module, location.offset)
     }
 
     /// The frames of a stack, innermost first, as far as [`Symbols::load`] got them.

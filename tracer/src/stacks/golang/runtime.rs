@@ -140,6 +140,23 @@ fn functions(bin: &Binary<'_>, tab: &Pclntab<'_>, minor: u32) -> Result<Function
     })
 }
 
+/// The function a wrapper calls: `go f(x)` starts a compiler-made wrapper
+/// (`main.main.gowrap1`, or a `funcN` before Go 1.22) that calls `f`; the runtime's own
+/// goroutine dumps show `f`, so reports do too. `None` when `entry` is not a wrapper.
+pub fn wrapped_function(bin: &Binary<'_>, tab: &Pclntab<'_>, entry: u64) -> Option<String> {
+    let wrapper = tab.wrapper_func_id()?;
+    let f = tab.function_at(entry)?;
+    if tab.func_id_at(entry)? != wrapper && !f.name.contains(".gowrap") {
+        return None;
+    }
+    let code = super::disasm::decode_x86_64(bin, f.entry, f.end).ok()?;
+    code.iter()
+        .filter(|i| i.flow_control() == FlowControl::Call && i.is_call_near())
+        .filter_map(|i| tab.function_at(i.near_branch_target()))
+        .map(|callee| callee.name)
+        .find(|name| !name.starts_with("runtime."))
+}
+
 /// Bytes past a Go function's entry where its probe goes: after the stack-growth check
 /// (`cmp rsp, [r14+16]; jbe morestack`, or through r12 for large frames). When the
 /// stack must grow, the function runs from its entry a second time after
