@@ -57,7 +57,8 @@ pub fn build(program: &str, minor: u32, stripped: bool) -> PathBuf {
     if let Some(path) = built.get(&key) {
         return path.clone();
     }
-    let go = toolchain(minor).unwrap_or_else(|| panic!("Go 1.{minor} is not installed (cargo xtask setup --go all)"));
+    let go = toolchain(minor)
+        .unwrap_or_else(|| panic!("Go 1.{minor} is not installed (cargo xtask setup --go all)"));
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/go").join(program);
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
     let out_dir = tmp.join(format!("go1.{minor}"));
@@ -79,7 +80,11 @@ pub fn build(program: &str, minor: u32, stripped: bool) -> PathBuf {
     }
     cmd.arg("-o").arg(&partial).arg(format!("{program}.go"));
     let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {}: {e}", go.display()));
-    assert!(out.status.success(), "building {program} with Go 1.{minor} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "building {program} with Go 1.{minor} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::rename(&partial, &exe).unwrap();
     built.insert(key, exe.clone());
     exe
@@ -143,9 +148,10 @@ impl GoFixture {
         let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let got = self.lines.recv_timeout(left).unwrap_or_else(|e| {
-                panic!("fixture: no {line:?} ({e}); output so far:\n{}", self.output)
-            });
+            let got = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|e| panic!("fixture: no {line:?} ({e}); output so far:\n{}", self.output));
             self.output.push_str(&got);
             let got = got.trim_end();
             let words: Vec<&str> = got.split_whitespace().collect();
@@ -154,7 +160,10 @@ impl GoFixture {
                     self.markers.insert(name.to_string(), at.to_string());
                 }
                 ["expect", kind, id, rest @ ..] => {
-                    self.expects.insert((kind.to_string(), id.to_string()), rest.iter().map(|s| s.to_string()).collect());
+                    self.expects.insert(
+                        (kind.to_string(), id.to_string()),
+                        rest.iter().map(|s| s.to_string()).collect(),
+                    );
                 }
                 _ => {}
             }
@@ -173,8 +182,12 @@ impl GoFixture {
 
     /// The expectations of one kind: (id, values).
     pub fn expected(&self, kind: &str) -> Vec<(String, Vec<String>)> {
-        let mut v: Vec<(String, Vec<String>)> =
-            self.expects.iter().filter(|((k, _), _)| k == kind).map(|((_, id), rest)| (id.clone(), rest.clone())).collect();
+        let mut v: Vec<(String, Vec<String>)> = self
+            .expects
+            .iter()
+            .filter(|((k, _), _)| k == kind)
+            .map(|((_, id), rest)| (id.clone(), rest.clone()))
+            .collect();
         v.sort();
         v
     }

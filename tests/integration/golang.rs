@@ -34,15 +34,18 @@ pub fn tests() -> Vec<libtest_mimic::Trial> {
     for minor in versions() {
         let installed = toolchain(minor).is_some();
         if !installed {
-            eprintln!("\n!!! SKIPPED the Go 1.{minor} tests: no toolchain (cargo xtask setup --go all) !!!\n");
+            eprintln!(
+                "\n!!! SKIPPED the Go 1.{minor} tests: no toolchain (cargo xtask setup --go all) !!!\n"
+            );
         }
         for stripped in [false, true] {
             for (name, test) in TESTS {
                 let variant = if stripped { "-stripped" } else { "" };
-                let trial = libtest_mimic::Trial::test(format!("golang::{name}::go1.{minor}{variant}"), move || {
-                    test(minor, stripped);
-                    Ok(())
-                });
+                let trial =
+                    libtest_mimic::Trial::test(format!("golang::{name}::go1.{minor}{variant}"), move || {
+                        test(minor, stripped);
+                        Ok(())
+                    });
                 trials.push(trial.with_ignored_flag(unprivileged_reason().is_some() || !installed));
             }
         }
@@ -82,7 +85,10 @@ fn check_goroutines(report: &Value, f: &GoFixture) {
         sites
             .iter()
             .copied()
-            .filter(|s| s["frames"][0]["line"] == line && s["frames"][0]["file"].as_str().is_some_and(|p| p.ends_with(file)))
+            .filter(|s| {
+                s["frames"][0]["line"] == line
+                    && s["frames"][0]["file"].as_str().is_some_and(|p| p.ends_with(file))
+            })
             .collect()
     };
     for (site, v) in f.expected("site") {
@@ -91,7 +97,10 @@ fn check_goroutines(report: &Value, f: &GoFixture) {
         let live: u64 = found.iter().map(|s| s["live_count"].as_u64().unwrap()).sum();
         assert_eq!(live, n, "live goroutines created at {site} ({v:?}): {found:#?}");
         if n > 0 {
-            assert_eq!(found[0]["frames"][0]["function"], v[1], "the function with the go statement at {site}");
+            assert_eq!(
+                found[0]["frames"][0]["function"], v[1],
+                "the function with the go statement at {site}"
+            );
             assert_eq!(found[0]["goroutines"]["start_function"], v[2], "start function at {site}");
         }
     }
@@ -101,13 +110,16 @@ fn check_goroutines(report: &Value, f: &GoFixture) {
     for (start, v) in f.expected("wait") {
         let n: u64 = v[0].parse().unwrap();
         let state = v[1..].join(" ");
-        let got: u64 =
-            by_start(&start).iter().map(|s| s["goroutines"]["wait_reasons"][&state].as_u64().unwrap_or(0)).sum();
+        let got: u64 = by_start(&start)
+            .iter()
+            .map(|s| s["goroutines"]["wait_reasons"][&state].as_u64().unwrap_or(0))
+            .sum();
         assert_eq!(got, n, "goroutines of {start} waiting on {state:?}");
     }
     for (start, v) in f.expected("forever") {
         let n: u64 = v[0].parse().unwrap();
-        let got: u64 = by_start(&start).iter().map(|s| s["goroutines"]["blocked_forever"].as_u64().unwrap()).sum();
+        let got: u64 =
+            by_start(&start).iter().map(|s| s["goroutines"]["blocked_forever"].as_u64().unwrap()).sum();
         assert_eq!(got, n, "goroutines of {start} that can never wake");
     }
 }
@@ -143,7 +155,10 @@ fn a_goroutine_leak_is_found_at_its_go_statement(minor: u32, stripped: bool) {
     assert_eq!(site["verdict"], "leak");
     let (file, line) = f.at("go-fetch");
     let runtime = runtime_counts(&dump)[&format!("{file}:{line}")] as u64;
-    assert_eq!(site["live_count"], runtime, "live goroutines at {file}:{line}: leaktracer against the runtime");
+    assert_eq!(
+        site["live_count"], runtime,
+        "live goroutines at {file}:{line}: leaktracer against the runtime"
+    );
     assert_eq!(site["goroutines"]["start_function"], "main.fetch.func1");
     assert_eq!(site["goroutines"]["wait_reasons"]["chan send"], runtime, "every one parked on the send");
     assert_eq!(site["goroutines"]["blocked_forever"], 0, "a send on a live channel could wake");
@@ -154,7 +169,11 @@ fn a_goroutine_leak_is_found_at_its_go_statement(minor: u32, stripped: bool) {
 
 fn what_goroutines_wait_on_and_which_never_wake(minor: u32, stripped: bool) {
     for scenario in ["nil-chan", "all-waits", "range-unclosed"] {
-        let mut f = GoFixture::start(&goroutines_exe(minor, stripped), &[scenario, "-n", "20", "-mode", "batch"], &[]);
+        let mut f = GoFixture::start(
+            &goroutines_exe(minor, stripped),
+            &[scenario, "-n", "20", "-mode", "batch"],
+            &[],
+        );
         let tracer = attach(&f, &["--interval", "1h"]);
         f.command("go");
         let dump = f.goroutine_dump();
@@ -179,8 +198,10 @@ fn what_goroutines_wait_on_and_which_never_wake(minor: u32, stripped: bool) {
 
 fn pools_and_churn_are_stable(minor: u32, stripped: bool) {
     let exe = goroutines_exe(minor, stripped);
-    let (mut pool, mut churn) = (GoFixture::start(&exe, &["pool"], &[]), GoFixture::start(&exe, &["churn"], &[]));
-    let (pool_tracer, churn_tracer) = (attach(&pool, &["--duration", "13s"]), attach(&churn, &["--duration", "13s"]));
+    let (mut pool, mut churn) =
+        (GoFixture::start(&exe, &["pool"], &[]), GoFixture::start(&exe, &["churn"], &[]));
+    let (pool_tracer, churn_tracer) =
+        (attach(&pool, &["--duration", "13s"]), attach(&churn, &["--duration", "13s"]));
     pool.command("go");
     churn.command("go");
     for (tracer, f, marker) in [(pool_tracer, &mut pool, "go-pool"), (churn_tracer, &mut churn, "go-churn")] {
@@ -224,7 +245,8 @@ fn growing_stacks_under_tracing_come_to_no_harm(minor: u32, stripped: bool) {
     // Rounds are numbered across commands and workers finish in any order:
     // the same three commands give the same set of (worker, round, value) lines.
     let checksums = |output: &str| -> Vec<String> {
-        let mut lines: Vec<String> = output.lines().filter(|l| l.starts_with("checksum")).map(str::to_string).collect();
+        let mut lines: Vec<String> =
+            output.lines().filter(|l| l.starts_with("checksum")).map(str::to_string).collect();
         lines.sort();
         lines
     };
@@ -276,7 +298,9 @@ fn a_defer_pile_and_the_files_it_holds(minor: u32, stripped: bool) {
     let held: u64 = opened.iter().map(|s| s["live_count"].as_u64().unwrap()).sum();
     assert_eq!(held, 2000, "descriptors opened at the os.Open of the loop: {opened:#?}");
     let ids: Vec<&str> = opened.iter().map(|s| s["id"].as_str().unwrap()).collect();
-    assert!(pile[0]["related_sites"].as_array().unwrap().iter().any(|id| ids.contains(&id.as_str().unwrap())));
+    assert!(
+        pile[0]["related_sites"].as_array().unwrap().iter().any(|id| ids.contains(&id.as_str().unwrap()))
+    );
     // The fixed version: nothing outstanding at its defer, nothing held open.
     assert!(at_line("defer", line_of("fixed-defer")).iter().all(|s| s["live_count"] == 0));
     // Against /proc: every descriptor is known, each where the report says.

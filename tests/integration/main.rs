@@ -22,14 +22,18 @@ fn main() -> ExitCode {
     let required = std::env::var_os("LEAKTRACER_REQUIRE_PRIVILEGED").is_some();
     if let Some(reason) = harness::unprivileged_reason() {
         if required {
-            eprintln!("the privileged tests cannot run here ({reason}) but LEAKTRACER_REQUIRE_PRIVILEGED is set");
+            eprintln!(
+                "the privileged tests cannot run here ({reason}) but LEAKTRACER_REQUIRE_PRIVILEGED is set"
+            );
             return ExitCode::FAILURE;
         }
         eprintln!("\n!!! the privileged tests are IGNORED: {reason}; run `cargo xtask test` as root !!!\n");
     }
     let missing = golang::toolchains_missing();
     if required && !missing.is_empty() {
-        eprintln!("Go toolchains missing for the Go tests (1.x): {missing:?}; cargo xtask setup installs them");
+        eprintln!(
+            "Go toolchains missing for the Go tests (1.x): {missing:?}; cargo xtask setup installs them"
+        );
         return ExitCode::FAILURE;
     }
     let mut tests = Vec::new();

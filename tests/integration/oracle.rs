@@ -171,11 +171,7 @@ pub struct Goroutine {
 impl Goroutine {
     /// `state` without the `, N minutes` part (stable across time).
     pub fn state_no_minutes(&self) -> String {
-        self.state
-            .split(", ")
-            .filter(|p| !is_minutes(p))
-            .collect::<Vec<_>>()
-            .join(", ")
+        self.state.split(", ").filter(|p| !is_minutes(p)).collect::<Vec<_>>().join(", ")
     }
 
     /// `state` without `, N minutes` and without the ` (leaked)` / ` (scan)`
@@ -230,17 +226,13 @@ impl Goroutine {
         match self.start_func() {
             Some(f) if f == "runtime.main" || f == "main.main" => false,
             Some(f) if f.starts_with("runtime.") => true,
-            _ => self
-                .created_by
-                .as_ref()
-                .map_or(false, |c| c.func.starts_with("runtime.")),
+            _ => self.created_by.as_ref().is_some_and(|c| c.func.starts_with("runtime.")),
         }
     }
 }
 
 fn is_minutes(p: &str) -> bool {
-    p.strip_suffix(" minutes")
-        .map_or(false, |n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    p.strip_suffix(" minutes").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Parses a debug=2 goroutine dump. Unknown lines outside goroutine blocks are
@@ -327,10 +319,7 @@ fn parse_goroutine_blocks(text: &str) -> Result<Vec<Goroutine>, ParseError> {
             pending = Pending::None;
             continue;
         }
-        if let Some(n) = line
-            .strip_prefix("...")
-            .and_then(|r| r.strip_suffix(" frames elided..."))
-        {
+        if let Some(n) = line.strip_prefix("...").and_then(|r| r.strip_suffix(" frames elided...")) {
             let n: u64 = match n.parse() {
                 Ok(n) => n,
                 Err(_) => return perr(ln, "bad elided-frames count"),
@@ -511,10 +500,7 @@ fn split_call(line: &str) -> Option<(String, String)> {
 fn parse_file_line(s: &str) -> Option<(String, u32, Option<u64>, String)> {
     let s = s.trim();
     // the location ends at " +0x" (offset) or " fp=" or the end of the line
-    let end = s
-        .find(" +0x")
-        .or_else(|| s.find(" fp="))
-        .unwrap_or(s.len());
+    let end = s.find(" +0x").or_else(|| s.find(" fp=")).unwrap_or(s.len());
     let (file, line) = split_file_line(&s[..end])?;
     let mut rest = s[end..].trim();
     let mut off = None;
@@ -736,10 +722,10 @@ pub fn parse_heap_profile(text: &str) -> Result<HeapProfile, ParseError> {
             continue;
         }
         if in_memstats {
-            if let Some(kv) = l.strip_prefix("# ") {
-                if let Some((k, v)) = kv.split_once(" = ") {
-                    p.memstats.insert(k.trim().to_string(), v.trim().to_string());
-                }
+            if let Some(kv) = l.strip_prefix("# ")
+                && let Some((k, v)) = kv.split_once(" = ")
+            {
+                p.memstats.insert(k.trim().to_string(), v.trim().to_string());
             }
             continue;
         }
@@ -835,13 +821,10 @@ pub fn heap_by_main_line(p: &HeapProfile) -> BTreeMap<String, HeapTotals> {
 impl HeapRecord {
     /// Object size of this record (the runtime keys buckets by stack AND size).
     pub fn object_size(&self) -> u64 {
-        if self.inuse_objects > 0 {
-            self.inuse_bytes / self.inuse_objects
-        } else if self.alloc_objects > 0 {
-            self.alloc_bytes / self.alloc_objects
-        } else {
-            0
-        }
+        self.inuse_bytes
+            .checked_div(self.inuse_objects)
+            .or_else(|| self.alloc_bytes.checked_div(self.alloc_objects))
+            .unwrap_or(0)
     }
 }
 
@@ -861,7 +844,11 @@ pub fn heap_by_main_line_and_size(p: &HeapProfile) -> BTreeMap<(String, u64), He
 }
 
 /// Generic aggregation by the innermost frame matching `prefix`.
-pub fn heap_by(p: &HeapProfile, prefix: &str, key: impl Fn(&HeapFrame) -> String) -> BTreeMap<String, HeapTotals> {
+pub fn heap_by(
+    p: &HeapProfile,
+    prefix: &str,
+    key: impl Fn(&HeapFrame) -> String,
+) -> BTreeMap<String, HeapTotals> {
     let rate = p.mem_profile_rate();
     let mut m: BTreeMap<String, HeapTotals> = BTreeMap::new();
     for r in &p.records {
@@ -1088,7 +1075,10 @@ created by main.startDeep in goroutine 1
             split_call("main.(*server).accept.func1()"),
             Some(("main.(*server).accept.func1".into(), "".into()))
         );
-        assert_eq!(split_call("main.F[...](0x1, {0x2, 0x3})"), Some(("main.F[...]".into(), "0x1, {0x2, 0x3}".into())));
+        assert_eq!(
+            split_call("main.F[...](0x1, {0x2, 0x3})"),
+            Some(("main.F[...]".into(), "0x1, {0x2, 0x3}".into()))
+        );
         assert_eq!(split_call("sync.(*Mutex).Lock(...)"), Some(("sync.(*Mutex).Lock".into(), "...".into())));
         assert_eq!(split_call("no parens"), None);
     }
@@ -1160,7 +1150,10 @@ created by main.startDeep in goroutine 1
     pub fn heap_scale_rate_one_is_exact() {
         assert_eq!(scale_heap_sample(3, 300, 1), (3.0, 300.0));
         assert_eq!(scale_heap_sample(0, 0, 512 * 1024), (0.0, 0.0));
-        let p = parse_heap_profile("heap profile: 1: 8 [1: 8] @ heap/2\n1: 8 [1: 8] @ 0x1\n#\t0x1\tmain.f+0x1\t/x/a.go:3\n").unwrap();
+        let p = parse_heap_profile(
+            "heap profile: 1: 8 [1: 8] @ heap/2\n1: 8 [1: 8] @ 0x1\n#\t0x1\tmain.f+0x1\t/x/a.go:3\n",
+        )
+        .unwrap();
         assert_eq!(p.mem_profile_rate(), 1);
         assert_eq!(heap_by_main_line(&p)["a.go:3"].est_inuse_bytes, 8.0);
     }
@@ -1211,9 +1204,15 @@ created by main.startPool in goroutine 1
         vec![
             crate::harness::plain_trial("oracle::parses_119_dump", parses_119_dump),
             crate::harness::plain_trial("oracle::parses_127_dump", parses_127_dump),
-            crate::harness::plain_trial("oracle::unmarked_truncation_heuristic", unmarked_truncation_heuristic),
+            crate::harness::plain_trial(
+                "oracle::unmarked_truncation_heuristic",
+                unmarked_truncation_heuristic,
+            ),
             crate::harness::plain_trial("oracle::rejects_garbage_and_debug1", rejects_garbage_and_debug1),
-            crate::harness::plain_trial("oracle::split_call_handles_methods_and_generics", split_call_handles_methods_and_generics),
+            crate::harness::plain_trial(
+                "oracle::split_call_handles_methods_and_generics",
+                split_call_handles_methods_and_generics,
+            ),
             crate::harness::plain_trial("oracle::file_line_variants", file_line_variants),
             crate::harness::plain_trial("oracle::parses_heap_profile", parses_heap_profile),
             crate::harness::plain_trial("oracle::heap_scale_rate_one_is_exact", heap_scale_rate_one_is_exact),

@@ -128,10 +128,14 @@ pub mod map {
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY (all): plain `#[repr(C)]` integers without padding (sizes asserted next to
-    // each type), so any bit pattern is a valid value.
+    // Each: plain `#[repr(C)]` integers without padding (sizes asserted next to each
+    // type), so any bit pattern is a valid value.
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::unwind::Stack {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::unwind::UnwindRule {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::unwind::CodeRange {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::golang::GoOffsets {}
 }

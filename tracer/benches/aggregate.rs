@@ -5,12 +5,9 @@ use std::{collections::HashMap, hint::black_box};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use leaktracer::{
-    aggregate::{
-        Aggregator,
-        stacks::{RawStack, StackSource, StackTable},
-    },
-    event::{Event, StackId},
-    symbolize::modules::ModuleMap,
+    aggregate::{Aggregator, Start},
+    event::Event,
+    stacks::{RawStack, StackId, StackSource, StackTable, modules::ModuleMap},
     target::maps,
 };
 
@@ -36,7 +33,17 @@ fn aggregator() -> Aggregator {
             )
         })
         .collect();
-    Aggregator::new(StackTable::new(Box::new(Fixed(stacks)), modules), false, None)
+    let start = Start {
+        await_exec: false,
+        brk: None,
+        epoch_ns: 0,
+        max_live: usize::MAX,
+        pid: 0,
+        open_fds: Vec::new(),
+        growth: false,
+        go: None,
+    };
+    Aggregator::new(StackTable::new(Box::new(Fixed(stacks)), modules), &start)
 }
 
 /// A deterministic stream: each event allocates or frees one of LIVE slots.

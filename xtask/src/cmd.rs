@@ -11,9 +11,6 @@ pub fn cargo(env: &Env) -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.env("LEAKTRACER_BPF_TOOLCHAIN", &env.bpf_toolchain);
     cmd.env("PATH", &env.path);
-    if let Some(goroot) = &env.go_new {
-        cmd.env("LEAKTRACER_GO_NEW", goroot);
-    }
     cmd
 }
 

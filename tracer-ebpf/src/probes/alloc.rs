@@ -64,7 +64,7 @@ fn regs_of(regs: *mut pt_regs) -> &'static pt_regs {
 #[inline(always)]
 fn inside_outer_call(tid: u32, sp: u64, now: u64) -> bool {
     // SAFETY: read-only access to a map value.
-    let Some(outer) = (unsafe { ALLOC_CALLS.get(&tid) }) else { return false };
+    let Some(outer) = (unsafe { ALLOC_CALLS.get(tid) }) else { return false };
     if now.wrapping_sub(outer.ts_ns) >= STALE_CALL_NS {
         count(counter::ABANDONED_CALLS);
         return false;
@@ -76,7 +76,7 @@ fn inside_outer_call(tid: u32, sp: u64, now: u64) -> bool {
 #[inline(always)]
 fn sampled(addr: u64) -> bool {
     // SAFETY: presence check only.
-    unsafe { SAMPLED.get(&addr) }.is_some()
+    unsafe { SAMPLED.get(addr) }.is_some()
 }
 
 /// The requested size and the argument the return needs (realloc's old block,
@@ -130,7 +130,7 @@ fn try_alloc_enter(ctx: &ProbeContext) -> Option<()> {
     let drawn = sample_bytes() == 0 || threshold != 0;
     let stack_id = if drawn { stack::capture(ctx.as_ptr(), &start) } else { 0 };
     let call = AllocCall { sp: regs.rsp, ts_ns: now, size, arg, stack_id, func, threshold };
-    if ALLOC_CALLS.insert(&tid, &call, 0).is_err() {
+    if ALLOC_CALLS.insert(tid, call, 0).is_err() {
         count(counter::DROPPED);
     }
     Some(())
@@ -139,13 +139,13 @@ fn try_alloc_enter(ctx: &ProbeContext) -> Option<()> {
 fn try_alloc_return(ctx: &RetProbeContext) -> Option<()> {
     let tid = traced_thread()?;
     // SAFETY: read of a map value we copy out at once.
-    let call = unsafe { ALLOC_CALLS.get(&tid) }.copied()?;
+    let call = unsafe { ALLOC_CALLS.get(tid) }.copied()?;
     let regs = regs_of(ctx.regs);
     // The return of a nested call: the outer call is still running.
     if call.sp.wrapping_add(8) != regs.rsp {
         return None;
     }
-    let _ = ALLOC_CALLS.remove(&tid);
+    let _ = ALLOC_CALLS.remove(tid);
     let ret = regs.rax;
     match call.func {
         func::POSIX_MEMALIGN => {
@@ -165,7 +165,7 @@ fn try_alloc_return(ctx: &RetProbeContext) -> Option<()> {
 /// A new block at `addr` from `call`.
 #[inline(always)]
 fn allocated(tid: u32, call: &AllocCall, addr: u64) -> Option<()> {
-    if sample_bytes() != 0 && SAMPLED.insert(&addr, &1, 0).is_err() {
+    if sample_bytes() != 0 && SAMPLED.insert(addr, 1, 0).is_err() {
         count(counter::DROPPED);
         return None;
     }
@@ -189,9 +189,9 @@ fn reallocated(tid: u32, call: &AllocCall, ret: u64) -> Option<()> {
         return None;
     }
     let sampling = sample_bytes() != 0;
-    let old_known = call.arg != 0 && (!sampling || SAMPLED.remove(&call.arg).is_ok());
+    let old_known = call.arg != 0 && (!sampling || SAMPLED.remove(call.arg).is_ok());
     if ret != 0 && (!sampling || call.threshold != 0) {
-        if sampling && SAMPLED.insert(&ret, &1, 0).is_err() {
+        if sampling && SAMPLED.insert(ret, 1, 0).is_err() {
             count(counter::DROPPED);
             return None;
         }
@@ -227,7 +227,7 @@ fn try_free_enter(ctx: &ProbeContext) -> Option<()> {
         return None;
     }
     if sampling {
-        let _ = SAMPLED.remove(&addr);
+        let _ = SAMPLED.remove(addr);
     }
     emit(&Free { header: header::<Free>(tid), addr });
     Some(())

@@ -7,6 +7,7 @@ use aya_ebpf::{
         bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_ktime_get_ns, bpf_probe_read_kernel,
         bpf_probe_read_user, bpf_task_pt_regs,
     },
+    programs::TracePointContext,
 };
 use tracer_ebpf::{
     counter,
@@ -36,6 +37,14 @@ pub fn now() -> u64 {
 #[inline(always)]
 pub fn header<R: Record>(tid: u32) -> Header {
     Header { kind: R::KIND, tid, ts_ns: now() }
+}
+
+/// A field of a tracepoint record at `offset` (from the tracepoint's format file).
+#[inline(always)]
+pub fn field<T>(ctx: &TracePointContext, offset: usize) -> Option<T> {
+    // SAFETY: the read is bounds-checked by the helper against the record, whose layout
+    // the kernel fixes; T is plain data.
+    unsafe { ctx.read_at::<T>(offset) }.ok()
 }
 
 /// Reads a value of the target's memory; a fault is counted and gives `None`.

@@ -6,7 +6,7 @@ use aya_ebpf::{EbpfContext, macros::tracepoint, programs::TracePointContext};
 use tracer_ebpf::{counter, record::PageFault};
 
 use super::{
-    context::{header, traced_thread, user_regs},
+    context::{field, header, traced_thread, user_regs},
     maps::count,
     output::emit,
     stack::{self, Start},
@@ -28,15 +28,12 @@ pub fn lt_page_fault(ctx: TracePointContext) -> u32 {
 
 fn try_page_fault(ctx: &TracePointContext) -> Option<()> {
     let tid = traced_thread()?;
-    // SAFETY (all reads): inside the tracepoint record, whose layout the kernel fixes.
-    let error_code = unsafe { ctx.read_at::<u64>(ERROR_CODE) }.ok()?;
+    let error_code = field::<u64>(ctx, ERROR_CODE)?;
     if error_code & PF_PRESENT != 0 {
         return None;
     }
-    // SAFETY: as above.
-    let addr = unsafe { ctx.read_at::<u64>(ADDRESS) }.ok()?;
-    // SAFETY: as above.
-    let ip = unsafe { ctx.read_at::<u64>(IP) }.ok()?;
+    let addr = field::<u64>(ctx, ADDRESS)?;
+    let ip = field::<u64>(ctx, IP)?;
     let Some(regs) = user_regs() else {
         count(counter::STACK_ERRORS);
         return None;

@@ -11,7 +11,7 @@ use tracer_ebpf::{
 };
 
 use super::{
-    context::{UserRegs, header, read_user, traced_thread, user_regs},
+    context::{UserRegs, field, header, read_user, traced_thread, user_regs},
     maps::count,
     output::emit,
     stack::{self, Start},
@@ -39,10 +39,8 @@ pub fn lt_fd_exit(ctx: TracePointContext) -> u32 {
 
 fn try_fd_exit(ctx: &TracePointContext) -> Option<()> {
     let tid = traced_thread()?;
-    // SAFETY (both reads): inside the tracepoint record, whose layout the kernel fixes.
-    let nr = unsafe { ctx.read_at::<i32>(NR) }.ok()? as u32;
-    // SAFETY: as above.
-    let ret = unsafe { ctx.read_at::<i64>(RET) }.ok()?;
+    let nr = field::<i32>(ctx, NR)? as u32;
+    let ret = field::<i64>(ctx, RET)?;
     if ret < 0 {
         return None;
     }
@@ -89,14 +87,11 @@ pub fn lt_fd_close_range(ctx: TracePointContext) -> u32 {
 
 fn try_fd_close(ctx: &TracePointContext, range: bool) -> Option<()> {
     let tid = traced_thread()?;
-    // SAFETY (all reads): inside the tracepoint record, whose layout the kernel fixes.
-    let first = unsafe { ctx.read_at::<u64>(ARG0) }.ok()?;
+    let first = field::<u64>(ctx, ARG0)?;
     let mut last = first;
     if range {
-        // SAFETY: as above.
-        last = unsafe { ctx.read_at::<u64>(ARG0 + 8) }.ok()?;
-        // SAFETY: as above.
-        let flags = unsafe { ctx.read_at::<u64>(ARG0 + 16) }.ok()?;
+        last = field::<u64>(ctx, ARG0 + 8)?;
+        let flags = field::<u64>(ctx, ARG0 + 16)?;
         // Only marks them close-on-exec: nothing is closed now.
         if flags & CLOSE_RANGE_CLOEXEC != 0 {
             return None;

@@ -11,7 +11,7 @@ use tracer_ebpf::{
 };
 
 use super::{
-    context::{header, traced_thread, user_regs},
+    context::{field, header, traced_thread, user_regs},
     maps::{ALLOC_CALLS, SYSCALL_CALLS, SyscallCall, count},
     output::emit,
     stack::{self, Start},
@@ -28,14 +28,12 @@ const MADV_REMOVE: u64 = 9;
 
 #[inline(always)]
 fn arg(ctx: &TracePointContext, n: usize) -> u64 {
-    // SAFETY: reads inside the tracepoint record, whose layout is fixed by the kernel ABI.
-    unsafe { ctx.read_at::<u64>(ARG0 + 8 * n) }.unwrap_or(0)
+    field::<u64>(ctx, ARG0 + 8 * n).unwrap_or(0)
 }
 
 #[inline(always)]
 fn ret(ctx: &TracePointContext) -> i64 {
-    // SAFETY: as for `arg`.
-    unsafe { ctx.read_at::<i64>(RET) }.unwrap_or(-1)
+    field::<i64>(ctx, RET).unwrap_or(-1)
 }
 
 /// Syscalls return -errno in [-4095, -1]; mmap's addresses above that are valid.
@@ -49,7 +47,7 @@ fn failed(ret: i64) -> bool {
 #[inline(always)]
 fn origin_of(tid: u32) -> u32 {
     // SAFETY: presence check only.
-    if unsafe { ALLOC_CALLS.get(&tid) }.is_some() { origin::ALLOCATOR } else { origin::PROGRAM }
+    if unsafe { ALLOC_CALLS.get(tid) }.is_some() { origin::ALLOCATOR } else { origin::PROGRAM }
 }
 
 /// A stack for memory the program makes; none for the allocator's own arenas (they
@@ -70,7 +68,7 @@ fn creation_stack(ctx: &TracePointContext, origin: u32) -> u64 {
 
 #[inline(always)]
 fn remember(tid: u32, call: &SyscallCall) {
-    if SYSCALL_CALLS.insert(&tid, call, 0).is_err() {
+    if SYSCALL_CALLS.insert(tid, call, 0).is_err() {
         count(counter::DROPPED);
     }
 }
@@ -79,8 +77,8 @@ fn remember(tid: u32, call: &SyscallCall) {
 #[inline(always)]
 fn take<R: Record>(tid: u32) -> Option<SyscallCall> {
     // SAFETY: copied out before removal.
-    let call = unsafe { SYSCALL_CALLS.get(&tid) }.copied()?;
-    let _ = SYSCALL_CALLS.remove(&tid);
+    let call = unsafe { SYSCALL_CALLS.get(tid) }.copied()?;
+    let _ = SYSCALL_CALLS.remove(tid);
     (call.kind == R::KIND).then_some(call)
 }
 

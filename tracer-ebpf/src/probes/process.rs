@@ -12,7 +12,7 @@ use aya_ebpf::{
 use tracer_ebpf::record::{Exec, OomVictim, ProcessExit, Signal};
 
 use super::{
-    context::{header, traced_thread},
+    context::{field, header, traced_thread},
     maps::{ALLOC_CALLS, SYSCALL_CALLS, bench_floor, target_tgid, task_exit_code_offset},
     output::emit,
 };
@@ -36,10 +36,9 @@ pub fn lt_thread_exit(ctx: TracePointContext) -> u32 {
 
 fn try_thread_exit(ctx: &TracePointContext) -> Option<()> {
     let tid = traced_thread()?;
-    let _ = ALLOC_CALLS.remove(&tid);
-    let _ = SYSCALL_CALLS.remove(&tid);
-    // SAFETY: a read inside the tracepoint record.
-    let group_dead = unsafe { ctx.read_at::<u8>(GROUP_DEAD) }.ok()? != 0;
+    let _ = ALLOC_CALLS.remove(tid);
+    let _ = SYSCALL_CALLS.remove(tid);
+    let group_dead = field::<u8>(ctx, GROUP_DEAD)? != 0;
     if group_dead {
         emit(&ProcessExit { header: header::<ProcessExit>(tid), exit_code: exit_code(), _pad: 0 });
     }
@@ -75,13 +74,12 @@ fn try_oom_victim(ctx: &TracePointContext) -> Option<()> {
     if bench_floor() {
         return None;
     }
-    // SAFETY (all reads): inside the tracepoint record, whose layout the kernel fixes.
-    let pid = unsafe { ctx.read_at::<u32>(VICTIM_PID) }.ok()?;
+    let pid = field::<u32>(ctx, VICTIM_PID)?;
     // The OOM killer runs in whichever task hit the limit; the victim is in the record.
     if pid != target_tgid() {
         return None;
     }
-    let kib = |n: usize| unsafe { ctx.read_at::<u64>(VICTIM_TOTAL_VM + 8 * n) }.unwrap_or(0);
+    let kib = |n: usize| field::<u64>(ctx, VICTIM_TOTAL_VM + 8 * n).unwrap_or(0);
     emit(&OomVictim {
         header: header::<OomVictim>(current_tid()),
         pid,
@@ -128,10 +126,9 @@ fn try_signal(ctx: &TracePointContext) -> Option<()> {
     if bench_floor() {
         return None;
     }
-    // SAFETY (all reads): inside the tracepoint record, whose layout the kernel fixes.
-    let pid = unsafe { ctx.read_at::<u32>(SIGNAL_PID) }.ok()?;
-    let sig = unsafe { ctx.read_at::<i32>(SIGNAL_SIG) }.ok()?;
-    let delivered = unsafe { ctx.read_at::<i32>(SIGNAL_RESULT) }.ok()? == 0;
+    let pid = field::<u32>(ctx, SIGNAL_PID)?;
+    let sig = field::<i32>(ctx, SIGNAL_SIG)?;
+    let delivered = field::<i32>(ctx, SIGNAL_RESULT)? == 0;
     let self_sent = (bpf_get_current_pid_tgid() >> 32) as u32 == target_tgid();
     let fatal = (0..64).contains(&sig) && FATAL & (1 << sig) != 0;
     if !(delivered && fatal && (pid == target_tgid() || self_sent)) {
@@ -141,7 +138,7 @@ fn try_signal(ctx: &TracePointContext) -> Option<()> {
         header: header::<Signal>(current_tid()),
         sig,
         sender_pid: (bpf_get_current_pid_tgid() >> 32) as u32,
-        code: unsafe { ctx.read_at::<i32>(SIGNAL_CODE) }.unwrap_or(0),
+        code: field::<i32>(ctx, SIGNAL_CODE).unwrap_or(0),
         _pad: 0,
         sender_comm: bpf_get_current_comm().unwrap_or_default(),
     });

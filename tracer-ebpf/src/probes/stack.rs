@@ -68,7 +68,7 @@ fn rule_for(key: u64, generation: u32) -> Option<UnwindRule> {
         return Some(cached.rule);
     }
     // SAFETY: the value is copied out at once.
-    let rule = match unsafe { UNWIND_RULES.get(&key) } {
+    let rule = match unsafe { UNWIND_RULES.get(key) } {
         Some(rule) => *rule,
         None => range_rule(key)?,
     };
@@ -127,7 +127,7 @@ struct Walk {
 #[inline(always)]
 fn read_word(start_sp: u64, near: bool, addr: u64) -> Option<u64> {
     let off = addr.wrapping_sub(start_sp);
-    if near && off < (NEAR - 8) as u64 && off % 8 == 0 {
+    if near && off < (NEAR - 8) as u64 && off.is_multiple_of(8) {
         let buf = SAMPLE_SCRATCH.get_ptr(0)?;
         // SAFETY: this CPU's buffer, filled at the start of the walk.
         let buf = unsafe { &*buf };
@@ -331,7 +331,7 @@ fn store(stack: &Stack, len: usize) -> u64 {
     let id = hash(&stack.frames, len);
     // Look first: an LRU update would copy the whole value even when the key exists.
     // SAFETY: the value is only read for presence.
-    if unsafe { STACKS.get(&id) }.is_none() && STACKS.insert(&id, stack, 0).is_err() {
+    if unsafe { STACKS.get(id) }.is_none() && STACKS.insert(id, stack, 0).is_err() {
         count(counter::STACK_ERRORS);
         return 0;
     }

@@ -36,10 +36,10 @@ impl Fds {
     pub fn preexisting(&mut self, fds: &[i32], ts_ns: u64, sites: &mut Sites) {
         let site = sites.intern(SiteKey { kind: SiteKind::Fd, stack: None, detail: PREEXISTING });
         for &fd in fds {
-            if !self.live.contains_key(&fd) {
+            self.live.entry(fd).or_insert_with(|| {
                 sites.get_mut(site).born(0, 1.0);
-                self.live.insert(fd, Open { site, born_ns: ts_ns });
-            }
+                Open { site, born_ns: ts_ns }
+            });
         }
     }
 

@@ -130,7 +130,8 @@ impl Goroutines {
         }
     }
 
-    pub fn len(&self) -> u64 {
+    /// Live goroutines known.
+    pub fn count(&self) -> u64 {
         self.live.len() as u64
     }
 

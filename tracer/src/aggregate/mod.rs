@@ -258,7 +258,7 @@ impl Aggregator {
 
     /// Live goroutines (a Go target).
     pub fn goroutine_count(&self) -> Option<u64> {
-        self.goroutines.as_ref().map(Goroutines::len)
+        self.goroutines.as_ref().map(Goroutines::count)
     }
 
     /// Goroutine exits never seen created, and goroutines that vanished unseen.

@@ -16,7 +16,7 @@ pub struct Rank {
 /// Orders groups for a report: leak suspects first (leaks, then growing sites, fastest
 /// growth first), then the rest by live bytes, then live count, then age. With `top` = 0
 /// every group is kept; otherwise the first `top` of those with something live.
-pub fn rank<'a>(groups: Vec<(&'a Group, Rank)>, top: usize) -> Vec<(&'a Group, Rank)> {
+pub fn rank(groups: Vec<(&Group, Rank)>, top: usize) -> Vec<(&Group, Rank)> {
     let mut groups: Vec<(&Group, Rank)> =
         groups.into_iter().filter(|(_, r)| top == 0 || r.live_count > 0).collect();
     groups.sort_by(|(ga, a), (gb, b)| {

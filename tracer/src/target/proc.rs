@@ -1,6 +1,6 @@
 //! Figures read from `/proc/PID`: resident memory, open descriptors, limits, threads.
 
-use std::{fs, io, path::PathBuf};
+use std::{fs, io};
 
 /// Resident set size of a live process.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
@@ -36,7 +36,7 @@ pub fn open_fds(pid: u32) -> io::Result<Vec<(i32, String)>> {
 }
 
 /// What an fd link says, as a report shows it (bounded: a path can be long).
-fn describe(link: &PathBuf) -> String {
+fn describe(link: &std::path::Path) -> String {
     let text = link.to_string_lossy();
     let mut end = text.len().min(256);
     while !text.is_char_boundary(end) {

@@ -4,9 +4,14 @@
 //! `growing` or `leak` only when its rise over the window is material: at least a
 //! minimum (16 things, 16 KiB), at least a quarter of the level it started from (what
 //! is live anyway: in-flight work, a warm cache), and at least the user's floor
-//! (`--min-growth`, per minute).
+//! (`--min-growth`, per minute). A `plateau` (rose, then flat) needs a material rise
+//! too, measured as the level it settled at over the level it started from: in-flight
+//! work at a site first seen after attach is otherwise a "plateau" of three.
 
-use super::{classify::Assessment, trend::theil_sen};
+use super::{
+    classify::{Assessment, Verdict},
+    trend::theil_sen,
+};
 use crate::config::MinGrowth;
 
 /// A rise below these is never material.
@@ -28,21 +33,34 @@ pub fn material(t: &[f64], y: &[f64], a: &Assessment, measure: Measure, floor: &
     if n < 2 {
         return false;
     }
-    let span = t[n - 1] - t[0];
-    let rise = theil_sen(&t[..n], &y[..n]) * span;
     let head = &y[..(n / 3).max(1)];
     let base = head.iter().copied().fold(f64::INFINITY, f64::min).max(0.0);
-    let (minimum, floor_per_min) = match measure {
-        Measure::Count => (MIN_RISE_COUNT, floor.count_per_min),
-        Measure::Bytes => (MIN_RISE_BYTES, floor.bytes_per_min),
+    let minimum = match measure {
+        Measure::Count => MIN_RISE_COUNT,
+        Measure::Bytes => MIN_RISE_BYTES,
+    };
+    if a.verdict == Verdict::Plateau {
+        let rise = median(&y[n - (n / 3).max(1)..]) - base;
+        return rise >= minimum && rise >= MIN_RELATIVE_RISE * base;
+    }
+    let rise = theil_sen(&t[..n], &y[..n]) * (t[n - 1] - t[0]);
+    let floor_per_min = match measure {
+        Measure::Count => floor.count_per_min,
+        Measure::Bytes => floor.bytes_per_min,
     };
     rise >= minimum && rise >= MIN_RELATIVE_RISE * base && a.per_min >= floor_per_min
+}
+
+fn median(y: &[f64]) -> f64 {
+    let mut v = y.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::verdict::classify::{Verdict, assess};
+    use crate::verdict::classify::assess;
 
     fn times(n: usize) -> Vec<f64> {
         (0..n).map(|i| i as f64 * 0.5).collect()
@@ -81,5 +99,24 @@ mod tests {
         // Bytes: 64 bytes 100 times a second is material.
         let bytes: Vec<f64> = (0..60).map(|i| f64::from(i as u32) * 3200.0).collect();
         assert!(check(&bytes, Measure::Bytes, MinGrowth::default()).1);
+    }
+
+    #[test]
+    fn a_plateau_of_a_few_in_flight_things_is_not_material_a_full_cache_is() {
+        // Nothing before the work starts, then a handful in flight at any time.
+        let mut state = 0x2545_f491_u32;
+        let churn: Vec<f64> = (0..60)
+            .map(|i| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                if i < 20 { 0.0 } else { f64::from(state % 5 + 1) }
+            })
+            .collect();
+        let (verdict, material) = check(&churn, Measure::Count, MinGrowth::default());
+        assert_eq!(verdict, Verdict::Plateau, "the trend test alone calls it a plateau");
+        assert!(!material);
+        let cache: Vec<f64> = (0..60).map(|i| f64::from((i as u32).min(20)) * 50.0).collect();
+        assert_eq!(check(&cache, Measure::Count, MinGrowth::default()), (Verdict::Plateau, true));
     }
 }

@@ -78,12 +78,11 @@ impl Verdicts {
             let (t, counts, bytes) = self.series.group(&group.members);
             let mut by_bytes = assess(&t, &bytes);
             let mut by_count = assess(&t, &counts);
-            if by_bytes.verdict.is_growing() && !material(&t, &bytes, &by_bytes, Measure::Bytes, &self.floor)
-            {
+            let rose = |v: Verdict| v.is_growing() || v == Verdict::Plateau;
+            if rose(by_bytes.verdict) && !material(&t, &bytes, &by_bytes, Measure::Bytes, &self.floor) {
                 by_bytes.verdict = Verdict::Stable;
             }
-            if by_count.verdict.is_growing() && !material(&t, &counts, &by_count, Measure::Count, &self.floor)
-            {
+            if rose(by_count.verdict) && !material(&t, &counts, &by_count, Measure::Count, &self.floor) {
                 by_count.verdict = Verdict::Stable;
             }
             let (verdict, confidence) = combine(by_bytes, by_count);

@@ -83,7 +83,6 @@ impl Layout {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
 
     #[test]
     fn every_supported_version_has_a_complete_table() {
