@@ -48,19 +48,6 @@ fn with_ext<'a>(files: &'a [PathBuf], ext: &str) -> &'a Path {
         .unwrap_or_else(|| panic!("no .{ext} in {files:?}"))
 }
 
-/// `go tool pprof`, which Go's packages install with it.
-fn go_pprof(args: &[&str]) -> String {
-    let out = Command::new("go")
-        .args(["tool", "pprof"])
-        .args(args)
-        .env("HOME", env!("CARGO_TARGET_TMPDIR"))
-        .env("PPROF_TMPDIR", env!("CARGO_TARGET_TMPDIR"))
-        .output()
-        .expect("go (Debian's golang-go, installed by cargo xtask setup) reads the profiles");
-    assert!(out.status.success(), "go tool pprof {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
 fn a_session_leaves_files_the_usual_tools_open() {
     let (_dir, files) = session("formats", &[]);
     let names: Vec<String> =

@@ -143,6 +143,14 @@ impl GoFixture {
         self.until("done", Duration::from_secs(120));
     }
 
+    /// Sends a command and waits for its answer `answer`.
+    pub fn request(&mut self, command: &str, answer: &str, within: Duration) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{command}").unwrap();
+        stdin.flush().unwrap();
+        self.until(answer, within);
+    }
+
     /// Reads lines until one is `line`, keeping markers and expectations.
     pub fn until(&mut self, line: &str, within: Duration) {
         let deadline = Instant::now() + within;

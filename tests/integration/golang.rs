@@ -10,22 +10,26 @@ use serde_json::Value;
 
 use crate::{
     gofixture::{GoFixture, build, toolchain, versions},
-    harness::{Tracer, sites_of_kind, unprivileged_reason},
+    harness::{LEAKTRACER, Tracer, go_pprof, scratch, sites_of_kind, unprivileged_reason},
     oracle,
 };
 
 /// A Go test: run with Go 1.`minor`, on the stripped build or not.
 type GoTest = fn(u32, bool);
 
-const TESTS: [(&str, GoTest); 8] = [
-    ("a_goroutine_leak_is_found_at_its_go_statement", a_goroutine_leak_is_found_at_its_go_statement),
-    ("what_goroutines_wait_on_and_which_never_wake", what_goroutines_wait_on_and_which_never_wake),
-    ("pools_and_churn_are_stable", pools_and_churn_are_stable),
-    ("goroutines_from_before_attach_are_counted", goroutines_from_before_attach_are_counted),
-    ("growing_stacks_under_tracing_come_to_no_harm", growing_stacks_under_tracing_come_to_no_harm),
-    ("a_defer_pile_and_the_files_it_holds", a_defer_pile_and_the_files_it_holds),
-    ("an_unbounded_cache_in_the_go_heap", an_unbounded_cache_in_the_go_heap),
-    ("without_heap_profiling_it_says_so", without_heap_profiling_it_says_so),
+/// The tests, each from the Go version it needs on.
+const TESTS: [(&str, GoTest, u32); 10] = [
+    ("a_goroutine_leak_is_found_at_its_go_statement", a_goroutine_leak_is_found_at_its_go_statement, 19),
+    ("what_goroutines_wait_on_and_which_never_wake", what_goroutines_wait_on_and_which_never_wake, 19),
+    ("pools_and_churn_are_stable", pools_and_churn_are_stable, 19),
+    ("goroutines_from_before_attach_are_counted", goroutines_from_before_attach_are_counted, 19),
+    ("growing_stacks_under_tracing_come_to_no_harm", growing_stacks_under_tracing_come_to_no_harm, 19),
+    ("a_defer_pile_and_the_files_it_holds", a_defer_pile_and_the_files_it_holds, 19),
+    ("an_unbounded_cache_in_the_go_heap", an_unbounded_cache_in_the_go_heap, 19),
+    ("without_heap_profiling_it_says_so", without_heap_profiling_it_says_so, 19),
+    ("go_tool_pprof_reads_the_go_profiles", go_tool_pprof_reads_the_go_profiles, 19),
+    // The goroutineleak profile is Go 1.27's (1.26 only behind a GOEXPERIMENT).
+    ("goroutines_the_runtime_finds_leaked_are_marked", goroutines_the_runtime_finds_leaked_are_marked, 27),
 ];
 
 /// Every test for every Go version asked for, plain and stripped.
@@ -39,7 +43,7 @@ pub fn tests() -> Vec<libtest_mimic::Trial> {
             );
         }
         for stripped in [false, true] {
-            for (name, test) in TESTS {
+            for (name, test, _) in TESTS.into_iter().filter(|t| minor >= t.2) {
                 let variant = if stripped { "-stripped" } else { "" };
                 let trial =
                     libtest_mimic::Trial::test(format!("golang::{name}::go1.{minor}{variant}"), move || {
@@ -343,7 +347,7 @@ fn an_unbounded_cache_in_the_go_heap(minor: u32, stripped: bool) {
 fn without_heap_profiling_it_says_so(minor: u32, stripped: bool) {
     let exe = build("noheap", minor, stripped);
     let mut f = GoFixture::start(&exe, &["grow", "-mode", "batch"], &[]);
-    let mut cmd = std::process::Command::new(crate::harness::LEAKTRACER);
+    let mut cmd = std::process::Command::new(LEAKTRACER);
     cmd.args(["attach", "--pid", &f.pid().to_string(), "--format", "text", "--interval", "1h"]);
     let tracer = Tracer::start(cmd);
     f.command("go");
@@ -354,5 +358,83 @@ fn without_heap_profiling_it_says_so(minor: u32, stripped: bool) {
         "the text report says the program does not profile its heap:\n{}",
         run.stdout
     );
+    f.finish();
+}
+
+fn go_tool_pprof_reads_the_go_profiles(minor: u32, stripped: bool) {
+    let mut f = GoFixture::start(
+        &goroutines_exe(minor, stripped),
+        &["blocked-send", "-n", "40", "-mode", "batch"],
+        &[],
+    );
+    let dir = scratch("go-profiles");
+    let mut cmd = std::process::Command::new(LEAKTRACER);
+    cmd.args([
+        "attach",
+        "--pid",
+        &f.pid().to_string(),
+        "--format",
+        "json,pprof",
+        "--interval",
+        "1h",
+        "--top",
+        "0",
+    ])
+    .arg("--output-dir")
+    .arg(&dir);
+    let tracer = Tracer::start(cmd);
+    f.command("go");
+    let run = tracer.stop();
+    assert!(run.status.success(), "{}: {}", run.status, run.stderr);
+    let files: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path().to_str().unwrap().to_string()).collect();
+    let file = |suffix: &str| {
+        files.iter().find(|f| f.ends_with(suffix)).unwrap_or_else(|| panic!("{suffix}: {files:?}"))
+    };
+    let ndjson = std::fs::read_to_string(file(".ndjson")).unwrap();
+    let report: Value = serde_json::from_str(ndjson.lines().last().unwrap()).unwrap();
+    // Goroutines: the live ones by creation stack, as many as the report has.
+    let live: u64 =
+        sites_of_kind(&report, "goroutine").iter().map(|s| s["live_count"].as_u64().unwrap()).sum();
+    let goroutines = file(".goroutine.pb.gz");
+    assert!(go_pprof(&["-raw", goroutines]).contains("goroutine/count[dflt]"));
+    let top = go_pprof(&["-top", "-symbolize=none", goroutines]);
+    assert!(top.contains(&format!("of {live} total")), "{live} goroutines:\n{top}");
+    let (_, v) = f.expected("site").into_iter().find(|(_, v)| v[0] != "0").expect("a leaking site");
+    assert!(top.contains(&v[1]), "the function with the go statement, {}:\n{top}", v[1]);
+    // The Go heap: the runtime's sample types, sampled every MemProfileRate bytes.
+    let raw = go_pprof(&["-raw", file(".goheap.pb.gz")]);
+    assert!(raw.contains("inuse_space/bytes[dflt]"), "{raw}");
+    let rate = report["coverage"]["go_mem_profile_rate"].as_u64().unwrap();
+    assert!(raw.contains(&format!("Period: {rate}")), "{raw}");
+    f.finish();
+}
+
+fn goroutines_the_runtime_finds_leaked_are_marked(minor: u32, stripped: bool) {
+    let mut f = GoFixture::start(
+        &goroutines_exe(minor, stripped),
+        &["blocked-send", "-n", "30", "-mode", "batch"],
+        &[],
+    );
+    let mut tracer = attach(&f, &["--interval", "1s"]);
+    f.command("go");
+    // Blocked on a live channel: nobody can tell yet that they never wake.
+    let before = tracer.report_where(Duration::from_secs(20), |r| {
+        go_site(r, &f, "go-fetch").is_some_and(|s| s["live_count"].as_u64() >= Some(30))
+    });
+    assert_eq!(go_site(&before, &f, "go-fetch").unwrap()["goroutines"]["blocked_forever"], 0);
+    // The runtime's leak detector finds their channels unreachable and marks them
+    // _Gleaked; the next scan of allgs sees it.
+    f.request("leakcheck", "dumped goroutineleak", Duration::from_secs(60));
+    let dump = std::fs::read_to_string(f.dir.join("leaks")).unwrap();
+    let leaked = oracle::parse_goroutine_dump(&dump).unwrap().into_iter().filter(|g| g.leaked).count() as u64;
+    assert!(leaked >= 30, "the runtime found the blocked senders leaked: {leaked}");
+    let after = tracer.report_where(Duration::from_secs(20), |r| {
+        go_site(r, &f, "go-fetch")
+            .is_some_and(|s| s["goroutines"]["blocked_forever"].as_u64() == Some(leaked))
+    });
+    assert_eq!(go_site(&after, &f, "go-fetch").unwrap()["live_count"], leaked);
+    let run = tracer.stop();
+    assert!(run.status.success(), "{}: {}", run.status, run.stderr);
     f.finish();
 }

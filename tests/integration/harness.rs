@@ -303,7 +303,12 @@ impl Tracer {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = self.stdout.recv_timeout(left).unwrap_or_else(|e| {
-                panic!("no such report within {within:?} ({e}); reports so far:\n{}", self.taken)
+                let last = self.taken.lines().last().unwrap_or("");
+                let last = last.get(..4000.min(last.len())).unwrap_or(last);
+                panic!(
+                    "no such report within {within:?} ({e}); {} so far, the last:\n{last}",
+                    self.taken.lines().count()
+                )
             });
             self.taken.push_str(&line);
             if let Ok(report) = serde_json::from_str::<Value>(&line)
@@ -530,4 +535,17 @@ pub fn live(site: &Value) -> (u64, u64) {
 
 pub fn counts(site: &Value) -> (u64, u64) {
     (site["allocs"].as_u64().unwrap(), site["frees"].as_u64().unwrap())
+}
+
+/// `go tool pprof`, which Go's packages install with it.
+pub fn go_pprof(args: &[&str]) -> String {
+    let out = Command::new("go")
+        .args(["tool", "pprof"])
+        .args(args)
+        .env("HOME", env!("CARGO_TARGET_TMPDIR"))
+        .env("PPROF_TMPDIR", env!("CARGO_TARGET_TMPDIR"))
+        .output()
+        .expect("go (Debian's golang-go, installed by cargo xtask setup) reads the profiles");
+    assert!(out.status.success(), "go tool pprof {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
 }

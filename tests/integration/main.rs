@@ -4,6 +4,7 @@
 //! reported ignored, never passed; `cargo xtask test` turns that into a failure.
 
 mod corpus;
+mod descriptors;
 mod errors;
 mod formats;
 mod gofixture;
@@ -39,6 +40,7 @@ fn main() -> ExitCode {
     let mut tests = Vec::new();
     for module in [
         corpus::tests,
+        descriptors::tests,
         errors::tests,
         formats::tests,
         golang::tests,

@@ -108,8 +108,9 @@ impl Goroutines {
             }
             let statuses = self.statuses;
             let Some(g) = self.live.get_mut(&s.goid) else { continue };
-            let leaked = statuses.leaked == Some(s.status);
-            g.parked = if s.status == statuses.waiting || leaked {
+            let status = s.status;
+            let leaked = statuses.leaked == Some(status);
+            g.parked = if status == statuses.waiting || leaked {
                 let reason = u32::from(s.wait_reason);
                 let since_ns = g.parked.filter(|p| p.reason == reason).map_or(now_ns, |p| p.since_ns);
                 Some(Park { reason, since_ns, waiting: s.waiting, leaked })
@@ -190,12 +191,8 @@ mod tests {
         assert_eq!(gs.unknown_exits, 1);
         // A scan at 100: 1 still parked (same reason: since stays 20), 2 running, 7 new
         // (from before attach) waiting on a nil-channel select, 8 leaked.
-        let states = [
-            state(1, 4, 15, true),
-            state(2, 2, 0, false),
-            state(7, 4 | 0x1000, 9, false),
-            state(8, 10, 15, true),
-        ];
+        let states =
+            [state(1, 4, 15, true), state(2, 2, 0, false), state(7, 4, 9, false), state(8, 10, 15, true)];
         gs.scanned(&states, 100, &mut sites, &mut stacks);
         assert_eq!(gs.live.len(), 4);
         assert_eq!(gs.live[&1].parked.unwrap().since_ns, 20);

@@ -205,10 +205,10 @@ fn describe(kind: SiteKind, detail: u64) -> (KindName, &'static str, Option<&'st
         SiteKind::Heap => (KindName::Heap, func.unwrap_or("malloc"), None),
         SiteKind::Mmap { file } => (KindName::Mmap, "mmap", Some(if file { "file" } else { "anonymous" })),
         SiteKind::Brk => (KindName::Brk, "brk", None),
-        SiteKind::Goroutine => (KindName::Goroutine, "go", None),
-        SiteKind::Defer => (KindName::Defer, "defer", None),
+        SiteKind::Goroutine => (KindName::Goroutine, "go statement", None),
+        SiteKind::Defer => (KindName::Defer, "defer statement", None),
         SiteKind::Fd => (KindName::Fd, crate::aggregate::fds::syscall_name(detail), None),
-        SiteKind::GoHeap => (KindName::Goheap, "new", None),
+        SiteKind::GoHeap => (KindName::Goheap, "Go allocator (sampled)", None),
         SiteKind::Resident => (KindName::Resident, "page fault", None),
     }
 }
@@ -240,6 +240,8 @@ fn process_info(figures: &LiveFigures, verdicts: &Verdicts, ctx: &ReportContext<
     let fds = ctx.fds.or((totals.fds > 0).then_some(totals.fds));
     let fds_per_s = verdicts.growth(Process::Fds);
     let fd_limit_eta_s = match (ctx.fd_limit, fds, fds_per_s) {
+        // At the limit: every new descriptor fails with EMFILE now.
+        (Some(limit), Some(n), _) if n >= limit => Some(0.0),
         (Some(limit), Some(n), Some(rate)) if rate > 0.0 && n < limit => {
             Some(round((limit - n) as f64 / rate, 0))
         }

@@ -1,6 +1,14 @@
-//! pprof heap profiles (gzipped `profile.proto`), as Go's heap profile names things:
-//! sample types `alloc_objects/count`, `alloc_space/bytes`, `inuse_objects/count`,
-//! `inuse_space/bytes` (the default), one sample per site, with the site's id and verdict
+//! pprof profiles (gzipped `profile.proto`). Three of them:
+//! - memory (`--format pprof`): the native memory sites, as Go's heap profile names
+//!   things: sample types `alloc_objects/count`, `alloc_space/bytes`,
+//!   `inuse_objects/count`, `inuse_space/bytes` (the default);
+//! - the Go heap (`<name>.goheap.pb.gz`, Go programs): the same sample types over the Go
+//!   heap sites, estimates scaled from the runtime's samples as `go tool pprof` scales
+//!   the runtime's own, with the sampling rate as the period;
+//! - goroutines (`<name>.goroutine.pb.gz`, Go programs): `goroutine/count`, live
+//!   goroutines by creation stack (`/debug/pprof/goroutine` shows where they are now).
+//!
+//! One sample per site, with the site's id and verdict (and a goroutine's start function)
 //! as labels. Mappings carry build ids; locations (with inlined functions as extra
 //! lines), functions and strings are deduplicated, ids dense from 1. The same report
 //! always encodes to the same bytes.
@@ -12,9 +20,73 @@ use prost::Message as _;
 
 use super::{
     folded::exported_sites,
-    model::{FrameReport, Report},
+    model::{FrameReport, KindName, Report, SiteReport},
 };
 use crate::config::ExportOptions;
+
+/// Which profile of a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProfileKind {
+    Memory,
+    GoHeap,
+    Goroutine,
+}
+
+impl ProfileKind {
+    /// The Go profiles, written beside the memory profile of a Go program.
+    pub const GO: [ProfileKind; 2] = [ProfileKind::Goroutine, ProfileKind::GoHeap];
+
+    /// What goes between the name and `.pb.gz` of a Go profile's file.
+    pub fn infix(self) -> &'static str {
+        match self {
+            ProfileKind::Memory => "",
+            ProfileKind::GoHeap => "goheap",
+            ProfileKind::Goroutine => "goroutine",
+        }
+    }
+
+    fn sample_types(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            ProfileKind::Memory | ProfileKind::GoHeap => &[
+                ("alloc_objects", "count"),
+                ("alloc_space", "bytes"),
+                ("inuse_objects", "count"),
+                ("inuse_space", "bytes"),
+            ],
+            ProfileKind::Goroutine => &[("goroutine", "count")],
+        }
+    }
+
+    fn values(self, site: &SiteReport) -> Vec<u64> {
+        match self {
+            ProfileKind::Memory | ProfileKind::GoHeap => {
+                vec![site.allocs, site.alloc_bytes, site.live_count, site.live_bytes]
+            }
+            ProfileKind::Goroutine => vec![site.live_count],
+        }
+    }
+
+    fn includes(self, site: &SiteReport) -> bool {
+        match self {
+            ProfileKind::Memory => site.kind != KindName::Goheap,
+            ProfileKind::GoHeap => site.kind == KindName::Goheap,
+            ProfileKind::Goroutine => site.kind == KindName::Goroutine,
+        }
+    }
+
+    /// The period: the Go heap is sampled every MemProfileRate bytes on average.
+    fn period(self, report: &Report) -> (&'static str, &'static str, i64) {
+        match self {
+            ProfileKind::Memory => ("space", "bytes", 1),
+            ProfileKind::GoHeap => (
+                "space",
+                "bytes",
+                report.coverage.go_mem_profile_rate.map_or(1, |r| i64::try_from(r).unwrap_or(1)),
+            ),
+            ProfileKind::Goroutine => ("goroutine", "count", 1),
+        }
+    }
+}
 
 #[allow(clippy::all, clippy::pedantic, reason = "generated code")]
 mod proto {
@@ -100,11 +172,62 @@ fn parse_address(text: &str) -> u64 {
     u64::from_str_radix(text.trim_start_matches("0x"), 16).unwrap_or(0)
 }
 
-/// The gzipped profile of a report.
+/// The gzipped memory profile of a report.
 pub fn pprof(report: &Report, only_leaks: bool) -> std::io::Result<Vec<u8>> {
-    let memory = ExportOptions { only_leaks, ..ExportOptions::default() };
+    profile(report, ProfileKind::Memory, only_leaks)
+}
+
+/// The gzipped profile of one kind of a report.
+pub fn profile(report: &Report, kind: ProfileKind, only_leaks: bool) -> std::io::Result<Vec<u8>> {
+    // Every kind the profile includes, whether or not text and folded show it.
+    let export = ExportOptions { only_leaks, also: crate::config::Kinds::all(), ..ExportOptions::default() };
     let mut b = Builder::default();
     b.string("");
+    mappings(&mut b, report);
+    let value_type =
+        |b: &mut Builder, kind: &str, unit: &str| ValueType { r#type: b.string(kind), unit: b.string(unit) };
+    let sample_type: Vec<ValueType> =
+        kind.sample_types().iter().map(|(t, u)| value_type(&mut b, t, u)).collect();
+    let (period_kind, period_unit, period) = kind.period(report);
+    let period_type = value_type(&mut b, period_kind, period_unit);
+    let samples: Vec<Sample> = exported_sites(report, &export)
+        .filter(|site| kind.includes(site))
+        .map(|site| sample(&mut b, site, kind))
+        .collect();
+    let end = humantime::parse_rfc3339(&report.time)
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as i64);
+    let duration_nanos = (report.elapsed_s * 1e9) as i64;
+    let what = if kind == ProfileKind::Goroutine { ": live goroutines by creation stack" } else { "" };
+    let comment = vec![b.string(&format!(
+        "leaktracer {}: pid {} {}{what}",
+        env!("CARGO_PKG_VERSION"),
+        report.target.pid,
+        report.target.exe
+    ))];
+    let default_sample_type = b.string(kind.sample_types().last().map_or("", |(t, _)| t));
+    let profile = Profile {
+        sample_type,
+        sample: samples,
+        mapping: b.mappings,
+        location: b.locations,
+        function: b.functions,
+        string_table: b.strings,
+        time_nanos: end - duration_nanos,
+        duration_nanos,
+        period_type: Some(period_type),
+        period,
+        comment,
+        default_sample_type,
+    };
+    // No name and no time in the gzip header: the same report, the same bytes.
+    let mut gz = GzBuilder::new().mtime(0).write(Vec::new(), Compression::default());
+    gz.write_all(&profile.encode_to_vec())?;
+    gz.finish()
+}
+
+fn mappings(b: &mut Builder, report: &Report) {
     for module in &report.modules {
         let id = b.mappings.len() as u64 + 1;
         let filename = b.string(&module.path);
@@ -120,67 +243,30 @@ pub fn pprof(report: &Report, only_leaks: bool) -> std::io::Result<Vec<u8>> {
         });
         b.mapping_ids.insert(module.path.clone(), id);
     }
-    let value_type =
-        |b: &mut Builder, kind: &str, unit: &str| ValueType { r#type: b.string(kind), unit: b.string(unit) };
-    let sample_type = vec![
-        value_type(&mut b, "alloc_objects", "count"),
-        value_type(&mut b, "alloc_space", "bytes"),
-        value_type(&mut b, "inuse_objects", "count"),
-        value_type(&mut b, "inuse_space", "bytes"),
-    ];
-    let period_type = value_type(&mut b, "space", "bytes");
-    let (site_key, verdict_key) = (b.string("site"), b.string("verdict"));
+}
 
-    let mut samples = Vec::new();
-    for site in exported_sites(report, &memory) {
-        let mut location_id = Vec::new();
-        let mut i = 0;
-        while i < site.frames.len() {
-            let same: Vec<&FrameReport> =
-                site.frames[i..].iter().take_while(|f| f.address == site.frames[i].address).collect();
-            i += same.len();
-            location_id.push(b.location(&same));
-        }
-        let label = vec![
-            Label { key: site_key, str: b.string(&site.id), ..Label::default() },
-            Label { key: verdict_key, str: b.string(site.verdict.as_str()), ..Label::default() },
-        ];
-        let value = [site.allocs, site.alloc_bytes, site.live_count, site.live_bytes]
-            .map(|v| i64::try_from(v).unwrap_or(i64::MAX))
-            .to_vec();
-        samples.push(Sample { location_id, value, label });
+/// One site's sample: its stack as locations (frames of one address share one), its
+/// values, its labels.
+fn sample(b: &mut Builder, site: &SiteReport, kind: ProfileKind) -> Sample {
+    let mut location_id = Vec::new();
+    let mut i = 0;
+    while i < site.frames.len() {
+        let same: Vec<&FrameReport> =
+            site.frames[i..].iter().take_while(|f| f.address == site.frames[i].address).collect();
+        i += same.len();
+        location_id.push(b.location(&same));
     }
-
-    let end = humantime::parse_rfc3339(&report.time)
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos() as i64);
-    let duration_nanos = (report.elapsed_s * 1e9) as i64;
-    let comment = vec![b.string(&format!(
-        "leaktracer {}: pid {} {}",
-        env!("CARGO_PKG_VERSION"),
-        report.target.pid,
-        report.target.exe
-    ))];
-    let default_sample_type = b.string("inuse_space");
-    let profile = Profile {
-        sample_type,
-        sample: samples,
-        mapping: b.mappings,
-        location: b.locations,
-        function: b.functions,
-        string_table: b.strings,
-        time_nanos: end - duration_nanos,
-        duration_nanos,
-        period_type: Some(period_type),
-        period: 1,
-        comment,
-        default_sample_type,
+    let mut label = Vec::new();
+    let mut add = |b: &mut Builder, key: &str, value: &str| {
+        label.push(Label { key: b.string(key), str: b.string(value), ..Label::default() });
     };
-    // No name and no time in the gzip header: the same report, the same bytes.
-    let mut gz = GzBuilder::new().mtime(0).write(Vec::new(), Compression::default());
-    gz.write_all(&profile.encode_to_vec())?;
-    gz.finish()
+    add(b, "site", &site.id);
+    add(b, "verdict", site.verdict.as_str());
+    if let Some(start) = site.goroutines.as_ref().and_then(|g| g.start_function.as_deref()) {
+        add(b, "start_function", start);
+    }
+    let value = kind.values(site).into_iter().map(|v| i64::try_from(v).unwrap_or(i64::MAX)).collect();
+    Sample { location_id, value, label }
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use std::io::{self, Write};
 
-use super::model::{CoverageInfo, KindName, ProcessInfo, Report, SiteReport, TargetEnd};
+use super::model::{CoverageInfo, GoroutineDetails, KindName, ProcessInfo, Report, SiteReport, TargetEnd};
 
 pub fn render(report: &Report, all: bool, out: &mut dyn Write) -> io::Result<()> {
     writeln!(out, "{}", header(report))?;
@@ -86,6 +86,7 @@ fn descriptors_line(p: &ProcessInfo) -> Option<String> {
     let fds = p.fds?;
     let limit = p.fd_limit.map(|l| format!("the {l} limit")).unwrap_or_else(|| "the limit".into());
     let outlook = match (p.fds_per_min, p.fd_limit_eta_s) {
+        (_, Some(eta)) if eta <= 0.0 => format!("; {limit} is reached: new descriptors fail (EMFILE)"),
         (Some(rate), Some(eta)) => {
             format!("; at +{rate:.0}/min, {limit} is reached in about {}", duration(eta))
         }
@@ -244,20 +245,7 @@ fn render_details(s: &SiteReport, out: &mut dyn Write) -> io::Result<()> {
         writeln!(out, "    descriptors: {}{examples}", kinds.join(", "))?;
     }
     if let Some(g) = &s.goroutines {
-        let start = g.start_function.as_deref().unwrap_or("?");
-        let waits: Vec<String> = g.wait_reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
-        let forever = if g.blocked_forever > 0 {
-            format!(", {} can never wake", g.blocked_forever)
-        } else {
-            String::new()
-        };
-        writeln!(
-            out,
-            "    goroutines of {start}: parked on {} for p50 {:.1}s max {:.1}s{forever}",
-            if waits.is_empty() { "nothing".to_string() } else { waits.join(", ") },
-            g.parked_s.p50,
-            g.parked_s.max
-        )?;
+        writeln!(out, "    {}", goroutine_line(s.live_count, g))?;
     }
     if let Some(d) = &s.defers {
         writeln!(
@@ -270,6 +258,31 @@ fn render_details(s: &SiteReport, out: &mut dyn Write) -> io::Result<()> {
         writeln!(out, "    holds what these sites made: {}", s.related_sites.join(", "))?;
     }
     Ok(())
+}
+
+/// "goroutines of main.fetch.func1: 40 parked (40 chan send) for p50 3.1s max 6.0s, 40
+/// can never wake; 2 running"
+fn goroutine_line(live: u64, g: &GoroutineDetails) -> String {
+    let start = g.start_function.as_deref().unwrap_or("?");
+    let parked: u64 = g.wait_reasons.values().sum();
+    let mut line = format!("goroutines of {start}: ");
+    if parked > 0 {
+        let waits: Vec<String> = g.wait_reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
+        line += &format!(
+            "{parked} parked ({}) for p50 {:.1}s max {:.1}s",
+            waits.join(", "),
+            g.parked_s.p50,
+            g.parked_s.max
+        );
+        if g.blocked_forever > 0 {
+            line += &format!(", {} can never wake", g.blocked_forever);
+        }
+    }
+    let running = live.saturating_sub(parked);
+    if running > 0 || parked == 0 {
+        line += &format!("{}{running} running or runnable", if parked > 0 { "; " } else { "" });
+    }
+    line
 }
 
 fn kind_name(kind: KindName) -> &'static str {

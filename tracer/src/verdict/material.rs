@@ -39,9 +39,14 @@ pub fn material(t: &[f64], y: &[f64], a: &Assessment, measure: Measure, floor: &
         Measure::Count => MIN_RISE_COUNT,
         Measure::Bytes => MIN_RISE_BYTES,
     };
+    let tail = median(&y[n - (n / 3).max(1)..]);
     if a.verdict == Verdict::Plateau {
-        let rise = median(&y[n - (n / 3).max(1)..]) - base;
+        let rise = tail - base;
         return rise >= minimum && rise >= MIN_RELATIVE_RISE * base;
+    }
+    if a.verdict == Verdict::Shrinking {
+        let (start, fall) = (median(head), median(head) - tail);
+        return fall >= minimum && fall >= MIN_RELATIVE_RISE * start;
     }
     let rise = theil_sen(&t[..n], &y[..n]) * (t[n - 1] - t[0]);
     let floor_per_min = match measure {
@@ -118,5 +123,15 @@ mod tests {
         assert!(!material);
         let cache: Vec<f64> = (0..60).map(|i| f64::from((i as u32).min(20)) * 50.0).collect();
         assert_eq!(check(&cache, Measure::Count, MinGrowth::default()), (Verdict::Plateau, true));
+    }
+
+    #[test]
+    fn a_fall_from_a_handful_is_not_material_a_drained_queue_is() {
+        let few: Vec<f64> = (0..60u32).map(|i| f64::from(5u32.saturating_sub(i / 10))).collect();
+        let (verdict, material) = check(&few, Measure::Count, MinGrowth::default());
+        assert_eq!(verdict, Verdict::Shrinking, "the trend test alone calls it shrinking");
+        assert!(!material);
+        let drained: Vec<f64> = (0..60u32).map(|i| f64::from(600u32.saturating_sub(i * 10))).collect();
+        assert_eq!(check(&drained, Measure::Count, MinGrowth::default()), (Verdict::Shrinking, true));
     }
 }

@@ -78,11 +78,12 @@ impl Verdicts {
             let (t, counts, bytes) = self.series.group(&group.members);
             let mut by_bytes = assess(&t, &bytes);
             let mut by_count = assess(&t, &counts);
-            let rose = |v: Verdict| v.is_growing() || v == Verdict::Plateau;
-            if rose(by_bytes.verdict) && !material(&t, &bytes, &by_bytes, Measure::Bytes, &self.floor) {
+            // A trend, up or down, is only worth a verdict when it is material.
+            let moved = |v: Verdict| v.is_growing() || matches!(v, Verdict::Plateau | Verdict::Shrinking);
+            if moved(by_bytes.verdict) && !material(&t, &bytes, &by_bytes, Measure::Bytes, &self.floor) {
                 by_bytes.verdict = Verdict::Stable;
             }
-            if rose(by_count.verdict) && !material(&t, &counts, &by_count, Measure::Count, &self.floor) {
+            if moved(by_count.verdict) && !material(&t, &counts, &by_count, Measure::Count, &self.floor) {
                 by_count.verdict = Verdict::Stable;
             }
             let (verdict, confidence) = combine(by_bytes, by_count);

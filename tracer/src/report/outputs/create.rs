@@ -62,6 +62,11 @@ impl Dir {
     }
 
     /// A new file `name` that did not exist (`O_EXCL`); `None` if the name is taken.
+    /// The same directory, by a second descriptor.
+    pub fn try_clone(&self) -> io::Result<Self> {
+        Ok(Self { fd: self.fd.try_clone()?, path: self.path.clone() })
+    }
+
     pub fn create_new(&self, name: &str) -> Result<Option<File>, CreateError> {
         let path = self.path.join(name);
         let c = cstring(Path::new(name)).map_err(io_err(&path))?;

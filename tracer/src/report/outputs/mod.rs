@@ -21,7 +21,13 @@ use std::{
 };
 
 use self::create::{CreateError, Dir, Entry};
-use super::{folded::folded, model::Report, pprof::pprof, svg::svg, text};
+use super::{
+    folded::folded,
+    model::Report,
+    pprof::{ProfileKind, pprof, profile},
+    svg::svg,
+    text,
+};
 use crate::config::{ExportOptions, Format};
 
 #[derive(Debug, thiserror::Error)]
@@ -203,16 +209,49 @@ impl Outputs {
                 Destination::Stdout => {}
                 Destination::InPlace { path, .. } => written.push(path),
                 Destination::Snapshot(s) => {
-                    let path = s.dir.path.join(&s.name);
-                    match s.commit() {
-                        Ok(path) => written.push(path),
-                        Err(cause) => failed.push(OutputError::Write { path, cause }),
+                    let go = if sink.format == Format::Pprof && report.target.runtime == "go" {
+                        go_profiles(&s, report, &self.export)
+                    } else {
+                        Vec::new()
+                    };
+                    for snapshot in std::iter::once(Ok(s)).chain(go) {
+                        let committed = snapshot.and_then(|s| {
+                            let path = s.dir.path.join(&s.name);
+                            s.commit().map_err(|cause| OutputError::Write { path, cause })
+                        });
+                        match committed {
+                            Ok(path) => written.push(path),
+                            Err(e) => failed.push(e),
+                        }
                     }
                 }
             }
         }
         (written, failed)
     }
+}
+
+/// The goroutine and Go heap profiles of a Go program, beside its memory profile `main`:
+/// `x.pb.gz` gets `x.goroutine.pb.gz` and `x.goheap.pb.gz`.
+fn go_profiles(
+    main: &Snapshot,
+    report: &Report,
+    export: &ExportOptions,
+) -> Vec<Result<Snapshot, OutputError>> {
+    let stem = main.name.strip_suffix(".pb.gz").unwrap_or(&main.name);
+    ProfileKind::GO
+        .into_iter()
+        .map(|kind| {
+            let name = format!("{stem}.{}.pb.gz", kind.infix());
+            let write = || -> io::Result<Snapshot> {
+                let dir = main.dir.try_clone()?;
+                let mut out = BufWriter::new(dir.unnamed()?);
+                out.write_all(&profile(report, kind, export.only_leaks)?)?;
+                Ok(Snapshot { dir, name: name.clone(), out, replace: main.replace })
+            };
+            write().map_err(|cause| OutputError::Write { path: main.dir.path.join(&name), cause })
+        })
+        .collect()
 }
 
 fn file_name(places: &Places<'_>, format: Format) -> String {
