@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::{gofixture::GoFixture, harness::*};
+use crate::{gofixture::Scripted, harness::*};
 
 /// This module's tests.
 pub fn tests() -> Vec<libtest_mimic::Trial> {
@@ -37,7 +37,7 @@ fn attach_fds(pid: u32, interval: &str) -> Tracer {
 fn descriptors_per_call_site_against_proc() {
     let dir = scratch("fdleak");
     let mut f =
-        GoFixture::start(&fixture("fdleak.c"), &["leak", "-n", "150"], &[("LT_DIR", dir.to_str().unwrap())]);
+        Scripted::start(&fixture("fdleak.c"), &["leak", "-n", "150"], &[("LT_DIR", dir.to_str().unwrap())]);
     let tracer = attach_fds(f.pid(), "1h");
     f.command("go");
     let proc_fds = std::fs::read_dir(format!("/proc/{}/fd", f.pid())).unwrap().count() as u64;
@@ -67,7 +67,7 @@ fn descriptors_per_call_site_against_proc() {
 fn a_target_out_of_descriptors_still_gets_its_final_report() {
     let dir = scratch("fdexhaust");
     let env = [("LT_DIR", dir.to_str().unwrap())];
-    let mut f = GoFixture::start(&fixture("fdleak.c"), &["exhaust", "-limit", "64", "-rate", "100"], &env);
+    let mut f = Scripted::start(&fixture("fdleak.c"), &["exhaust", "-limit", "64", "-rate", "100"], &env);
     let mut tracer = attach_fds(f.pid(), "1s");
     f.command("go");
     // Interim reports until the limit is hit (descriptors the fixture inherited above 63

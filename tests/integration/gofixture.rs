@@ -90,8 +90,9 @@ pub fn build(program: &str, minor: u32, stripped: bool) -> PathBuf {
     exe
 }
 
-/// A running Go fixture. Killed on drop.
-pub struct GoFixture {
+/// A running fixture that speaks the line protocol (the Go fixtures, and the C ones
+/// written the same way: `fdleak.c`, `oom.c`). Killed on drop.
+pub struct Scripted {
     pub child: Child,
     stdin: Option<ChildStdin>,
     lines: mpsc::Receiver<String>,
@@ -103,7 +104,7 @@ pub struct GoFixture {
     pub dir: PathBuf,
 }
 
-impl GoFixture {
+impl Scripted {
     /// Starts `exe` with `args` (and `env`), and waits for `ready`.
     pub fn start(exe: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = scratch("gofixture");
@@ -217,6 +218,12 @@ impl GoFixture {
         std::fs::read_to_string(self.dir.join(file)).unwrap()
     }
 
+    /// Closes stdin and waits for the fixture to exit; its status.
+    pub fn close(mut self) -> std::process::ExitStatus {
+        drop(self.stdin.take());
+        self.child.wait().unwrap()
+    }
+
     /// Closes stdin (the fixture exits, status 0) and waits; returns all it printed.
     pub fn finish(mut self) -> String {
         drop(self.stdin.take());
@@ -228,7 +235,7 @@ impl GoFixture {
     }
 }
 
-impl Drop for GoFixture {
+impl Drop for Scripted {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

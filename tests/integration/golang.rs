@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::{
-    gofixture::{GoFixture, build, toolchain, versions},
+    gofixture::{Scripted, build, toolchain, versions},
     harness::{LEAKTRACER, Tracer, go_pprof, scratch, sites_of_kind, unprivileged_reason},
     oracle,
 };
@@ -62,7 +62,7 @@ pub fn toolchains_missing() -> Vec<u32> {
     versions().into_iter().filter(|v| toolchain(*v).is_none()).collect()
 }
 
-fn attach(f: &GoFixture, args: &[&str]) -> Tracer {
+fn attach(f: &Scripted, args: &[&str]) -> Tracer {
     let mut all = vec!["--top", "0"];
     if !args.contains(&"--interval") {
         all.extend(["--interval", "1s"]);
@@ -72,7 +72,7 @@ fn attach(f: &GoFixture, args: &[&str]) -> Tracer {
 }
 
 /// The goroutine site created at `marker` (the `go` statement), if any.
-fn go_site<'a>(report: &'a Value, f: &GoFixture, marker: &str) -> Option<&'a Value> {
+fn go_site<'a>(report: &'a Value, f: &Scripted, marker: &str) -> Option<&'a Value> {
     let (file, line) = f.at(marker);
     sites_of_kind(report, "goroutine").into_iter().find(|s| {
         let frame = &s["frames"][0];
@@ -81,7 +81,7 @@ fn go_site<'a>(report: &'a Value, f: &GoFixture, marker: &str) -> Option<&'a Val
 }
 
 /// Checks a report against the fixture's `expect site`, `wait` and `forever` lines.
-fn check_goroutines(report: &Value, f: &GoFixture) {
+fn check_goroutines(report: &Value, f: &Scripted) {
     let sites = sites_of_kind(report, "goroutine");
     let at = |site: &str| -> Vec<&Value> {
         let (file, line) = site.rsplit_once(':').unwrap();
@@ -138,7 +138,7 @@ fn goroutines_exe(minor: u32, stripped: bool) -> std::path::PathBuf {
 }
 
 fn a_goroutine_leak_is_found_at_its_go_statement(minor: u32, stripped: bool) {
-    let mut f = GoFixture::start(&goroutines_exe(minor, stripped), &["blocked-send"], &[]);
+    let mut f = Scripted::start(&goroutines_exe(minor, stripped), &["blocked-send"], &[]);
     let mut tracer = attach(&f, &[]);
     f.command("go");
     // 50 leaked goroutines a second: a leak within ~15 s.
@@ -173,11 +173,8 @@ fn a_goroutine_leak_is_found_at_its_go_statement(minor: u32, stripped: bool) {
 
 fn what_goroutines_wait_on_and_which_never_wake(minor: u32, stripped: bool) {
     for scenario in ["nil-chan", "all-waits", "range-unclosed"] {
-        let mut f = GoFixture::start(
-            &goroutines_exe(minor, stripped),
-            &[scenario, "-n", "20", "-mode", "batch"],
-            &[],
-        );
+        let mut f =
+            Scripted::start(&goroutines_exe(minor, stripped), &[scenario, "-n", "20", "-mode", "batch"], &[]);
         let tracer = attach(&f, &["--interval", "1h"]);
         f.command("go");
         let dump = f.goroutine_dump();
@@ -203,7 +200,7 @@ fn what_goroutines_wait_on_and_which_never_wake(minor: u32, stripped: bool) {
 fn pools_and_churn_are_stable(minor: u32, stripped: bool) {
     let exe = goroutines_exe(minor, stripped);
     let (mut pool, mut churn) =
-        (GoFixture::start(&exe, &["pool"], &[]), GoFixture::start(&exe, &["churn"], &[]));
+        (Scripted::start(&exe, &["pool"], &[]), Scripted::start(&exe, &["churn"], &[]));
     let (pool_tracer, churn_tracer) =
         (attach(&pool, &["--duration", "13s"]), attach(&churn, &["--duration", "13s"]));
     pool.command("go");
@@ -226,7 +223,7 @@ fn pools_and_churn_are_stable(minor: u32, stripped: bool) {
 }
 
 fn goroutines_from_before_attach_are_counted(minor: u32, stripped: bool) {
-    let mut f = GoFixture::start(&goroutines_exe(minor, stripped), &["preexisting", "-mode", "batch"], &[]);
+    let mut f = Scripted::start(&goroutines_exe(minor, stripped), &["preexisting", "-mode", "batch"], &[]);
     let tracer = attach(&f, &["--interval", "1h"]);
     f.command("go");
     let dump = f.goroutine_dump();
@@ -254,13 +251,13 @@ fn growing_stacks_under_tracing_come_to_no_harm(minor: u32, stripped: bool) {
         lines.sort();
         lines
     };
-    let mut untraced = GoFixture::start(&exe, &args, &[]);
+    let mut untraced = Scripted::start(&exe, &args, &[]);
     for _ in 0..3 {
         untraced.command("go");
     }
     let expected = checksums(&untraced.finish());
     assert_eq!(expected.len(), 3 * 2 * 4, "three commands of two rounds on four workers");
-    let mut f = GoFixture::start(&exe, &args, &[]);
+    let mut f = Scripted::start(&exe, &args, &[]);
     let tracer = attach(&f, &["--interval", "1h"]);
     f.command("go");
     f.command("go");
@@ -277,7 +274,7 @@ fn a_defer_pile_and_the_files_it_holds(minor: u32, stripped: bool) {
     let exe = build("defers", minor, stripped);
     let files = crate::harness::scratch("defer-files");
     let dir = files.to_str().unwrap();
-    let mut f = GoFixture::start(&exe, &["both", "-mode", "batch"], &[("LT_DIR", dir), ("LT_FILES", "2000")]);
+    let mut f = Scripted::start(&exe, &["both", "-mode", "batch"], &[("LT_DIR", dir), ("LT_FILES", "2000")]);
     let tracer = attach(&f, &["--interval", "1h"]);
     f.command("go");
     let open_now = std::fs::read_dir(format!("/proc/{}/fd", f.pid())).unwrap().count();
@@ -314,7 +311,7 @@ fn a_defer_pile_and_the_files_it_holds(minor: u32, stripped: bool) {
 
 fn an_unbounded_cache_in_the_go_heap(minor: u32, stripped: bool) {
     let exe = build("goheap", minor, stripped);
-    let mut f = GoFixture::start(&exe, &["both"], &[("LT_RATE", "40")]);
+    let mut f = Scripted::start(&exe, &["both"], &[("LT_RATE", "40")]);
     let tracer = attach(&f, &["--duration", "14s", "--kind", "goheap"]);
     f.command("go");
     let run = tracer.wait();
@@ -346,7 +343,7 @@ fn an_unbounded_cache_in_the_go_heap(minor: u32, stripped: bool) {
 
 fn without_heap_profiling_it_says_so(minor: u32, stripped: bool) {
     let exe = build("noheap", minor, stripped);
-    let mut f = GoFixture::start(&exe, &["grow", "-mode", "batch"], &[]);
+    let mut f = Scripted::start(&exe, &["grow", "-mode", "batch"], &[]);
     let mut cmd = std::process::Command::new(LEAKTRACER);
     cmd.args(["attach", "--pid", &f.pid().to_string(), "--format", "text", "--interval", "1h"]);
     let tracer = Tracer::start(cmd);
@@ -362,7 +359,7 @@ fn without_heap_profiling_it_says_so(minor: u32, stripped: bool) {
 }
 
 fn go_tool_pprof_reads_the_go_profiles(minor: u32, stripped: bool) {
-    let mut f = GoFixture::start(
+    let mut f = Scripted::start(
         &goroutines_exe(minor, stripped),
         &["blocked-send", "-n", "40", "-mode", "batch"],
         &[],
@@ -411,7 +408,7 @@ fn go_tool_pprof_reads_the_go_profiles(minor: u32, stripped: bool) {
 }
 
 fn goroutines_the_runtime_finds_leaked_are_marked(minor: u32, stripped: bool) {
-    let mut f = GoFixture::start(
+    let mut f = Scripted::start(
         &goroutines_exe(minor, stripped),
         &["blocked-send", "-n", "30", "-mode", "batch"],
         &[],

@@ -12,6 +12,7 @@ mod golang;
 mod harness;
 mod lifecycle;
 mod native_heap;
+mod oom;
 mod oracle;
 mod overhead;
 mod stacks;
@@ -46,6 +47,7 @@ fn main() -> ExitCode {
         golang::tests,
         lifecycle::tests,
         native_heap::tests,
+        oom::tests,
         overhead::tests,
         stacks::tests,
         oracle::tests::trials,
