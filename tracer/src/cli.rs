@@ -104,7 +104,7 @@ pub struct TraceArgs {
     /// Stop tracing after this long (e.g. 30s, 5m). Default: until Ctrl-C, SIGTERM or
     /// the target exits (however it exits: a final report is written, also when the
     /// OOM killer ends it).
-    #[arg(long, value_parser = parse_duration, value_name = "DUR")]
+    #[arg(long, value_parser = parse_session_duration, value_name = "DUR")]
     pub duration: Option<Duration>,
 
     /// Time between periodic reports. A final report is always written when tracing
@@ -281,6 +281,14 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(text).map_err(|e| format!("{e} (expected e.g. 500ms, 30s, 5m, 1h)"))?;
     if d > MAX_DURATION {
         return Err("longer than 100 years; leave --duration out to trace until the target exits".into());
+    }
+    Ok(d)
+}
+
+fn parse_session_duration(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d.is_zero() {
+        return Err("must be more than 0s; leave --duration out to trace until the target exits".into());
     }
     Ok(d)
 }

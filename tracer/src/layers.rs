@@ -5,7 +5,8 @@
 use std::{collections::BTreeSet, path::Path};
 
 /// Top-level modules in order; each may use only those before it (and itself).
-const ORDER: [&str; 12] = [
+const ORDER: [&str; 13] = [
+    "errors",
     "config",
     "clock",
     "target",

@@ -24,6 +24,7 @@ pub mod aggregate;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod errors;
 pub mod event;
 pub mod identify;
 pub mod probe;

@@ -1,4 +1,5 @@
 use clap::Parser as _;
+use leaktracer::report::outputs::OutputError;
 
 fn main() {
     let cli = leaktracer::cli::Cli::parse();
@@ -6,7 +7,9 @@ fn main() {
         Ok(status) => std::process::exit(status),
         Err(e) => {
             eprintln!("leaktracer: {e:#}");
-            std::process::exit(1);
+            // Options that cannot work together are usage errors, like clap's (2).
+            let usage = e.downcast_ref::<OutputError>().is_some_and(OutputError::is_usage);
+            std::process::exit(if usage { 2 } else { 1 });
         }
     }
 }

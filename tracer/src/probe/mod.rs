@@ -16,9 +16,9 @@ pub mod tracepoints;
 use std::{collections::HashSet, num::NonZeroU32, path::Path, path::PathBuf};
 
 use aya::{
-    Ebpf, EbpfError, EbpfLoader,
+    Ebpf, EbpfLoader,
     maps::{MapData, MapError, PerCpuArray, RingBuf},
-    programs::{Program, ProgramError, TracePoint, UProbe, uprobe::UProbeAttachPoint, uprobe::UProbeScope},
+    programs::{Program, TracePoint, UProbe, uprobe::UProbeAttachPoint, uprobe::UProbeScope},
 };
 use tracer_ebpf::{global, golang::GoOffsets, map, unwind_mode};
 
@@ -27,7 +27,10 @@ pub use self::{
     points::ProbePoint,
     tracepoints::Tracepoint,
 };
-use crate::config::{ProbeOptions, UnwindMode};
+use crate::{
+    config::{ProbeOptions, UnwindMode},
+    errors::chain,
+};
 
 /// The eBPF object built by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/leaktracer-probes"));
@@ -37,17 +40,17 @@ pub enum ProbeError {
     #[error("this leaktracer binary was built without its eBPF object (AYA_BUILD_SKIP); rebuild it")]
     NoObject,
     #[error("cannot load the eBPF object: {0}")]
-    Load(#[from] EbpfError),
+    Load(String),
     #[error("the eBPF object has no program {0}")]
     MissingProgram(String),
-    #[error("the kernel rejected eBPF program {name}: {source}")]
-    Program { name: String, source: ProgramError },
-    #[error("cannot attach to {what}: {source}")]
-    Attach { what: String, source: ProgramError },
+    #[error("the kernel rejected eBPF program {name}: {cause}")]
+    Program { name: String, cause: String },
+    #[error("cannot attach to {what}: {cause}")]
+    Attach { what: String, cause: String },
     #[error("the eBPF object has no map {0}")]
     MissingMap(&'static str),
-    #[error("cannot open eBPF map {name}: {source}")]
-    Map { name: &'static str, source: MapError },
+    #[error("cannot open eBPF map {name}: {cause}")]
+    Map { name: &'static str, cause: String },
     #[error(
         "tracefs is not mounted at /sys/kernel/tracing and could not be mounted ({0}); \
          mount it with: mount -t tracefs tracefs /sys/kernel/tracing"
@@ -117,10 +120,11 @@ impl Probes {
             .override_global(global::GO_OFFSETS, &go, true)
             .map_max_entries(map::EVENTS, p.ring_bytes)
             .map_max_entries(map::SAMPLED, sampled)
-            .load(OBJECT)?;
+            .load(OBJECT)
+            .map_err(|e| ProbeError::Load(chain(&e)))?;
         let counters = take(&mut ebpf, map::COUNTERS)?;
         let counters = PerCpuArray::try_from(counters)
-            .map_err(|source| ProbeError::Map { name: map::COUNTERS, source })?;
+            .map_err(|e| ProbeError::Map { name: map::COUNTERS, cause: chain(&e) })?;
         Ok(Self {
             ebpf,
             counters,
@@ -141,7 +145,7 @@ impl Probes {
                 Program::TracePoint(p) => p.load(),
                 _ => Ok(()),
             };
-            loaded.map_err(|source| ProbeError::Program { name: name.to_string(), source })?;
+            loaded.map_err(|e| ProbeError::Program { name: name.to_string(), cause: chain(&e) })?;
         }
         Ok(program)
     }
@@ -153,9 +157,9 @@ impl Probes {
                 .program(t.program)?
                 .try_into()
                 .map_err(|_| ProbeError::MissingProgram(t.program.to_string()))?;
-            let link = tp.attach(t.category, t.name).map_err(|source| ProbeError::Attach {
+            let link = tp.attach(t.category, t.name).map_err(|e| ProbeError::Attach {
                 what: format!("tracepoint {}:{}", t.category, t.name),
-                source,
+                cause: chain(&e),
             })?;
             self.tracepoint_links.push((t.program.to_string(), link));
         }
@@ -175,7 +179,7 @@ impl Probes {
             let at = UProbeAttachPoint { location: u.offset.into(), cookie: Some(u.cookie) };
             let link = probe
                 .attach(at, &u.object, scope)
-                .map_err(|source| ProbeError::Attach { what: u.what.clone(), source })?;
+                .map_err(|e| ProbeError::Attach { what: u.what.clone(), cause: chain(&e) })?;
             log::info!("{} on {} (file offset {:#x})", u.program, u.what, u.offset);
             self.uprobe_links.push((u.program.to_string(), link));
             self.uprobes += 1;
@@ -216,7 +220,7 @@ impl Probes {
 
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
         RingBuf::try_from(take(&mut self.ebpf, map::EVENTS)?)
-            .map_err(|source| ProbeError::Map { name: map::EVENTS, source })
+            .map_err(|e| ProbeError::Map { name: map::EVENTS, cause: chain(&e) })
     }
 
     /// The stack and unwind-rule maps, for the stack table.
@@ -228,7 +232,7 @@ impl Probes {
             map_of(map::RULE_GENERATION)?,
             map_of(map::CODE_RANGES)?,
         );
-        let err = |name| move |source| ProbeError::Map { name, source };
+        let err = |name| move |e: MapError| ProbeError::Map { name, cause: chain(&e) };
         Ok(KernelStacks {
             stacks: stacks.try_into().map_err(err(map::STACKS))?,
             rules: rules.try_into().map_err(err(map::UNWIND_RULES))?,

@@ -11,10 +11,10 @@ use crate::target::files::{self, FileError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ElfError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: String, source: FileError },
-    #[error("{path} is not an ELF file the tracer understands: {source}")]
-    Parse { path: String, source: object::Error },
+    #[error("cannot read {path}: {cause}")]
+    Read { path: String, cause: FileError },
+    #[error("{path} is not an ELF file the tracer understands: {cause}")]
+    Parse { path: String, cause: object::Error },
 }
 
 /// A function in a file.
@@ -35,10 +35,10 @@ pub struct ElfFile {
 impl ElfFile {
     /// Reads a file of our own choosing (not one the target names).
     pub fn open(path: &Path) -> Result<Self, ElfError> {
-        let read = |source| ElfError::Read { path: path.display().to_string(), source };
+        let read = |cause| ElfError::Read { path: path.display().to_string(), cause };
         let mut file = files::open_local(path).map_err(read)?;
         let elf = Self::read(&mut file).map_err(read)?;
-        elf.parse().map_err(|source| ElfError::Parse { path: path.display().to_string(), source })?;
+        elf.parse().map_err(|cause| ElfError::Parse { path: path.display().to_string(), cause })?;
         Ok(elf)
     }
 

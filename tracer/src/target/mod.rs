@@ -34,10 +34,10 @@ pub enum TargetError {
     Thread { tid: u32, pid: u32 },
     #[error("leaktracer cannot trace itself")]
     Itself,
-    #[error("cannot read /proc/{pid}/{what}: {source}")]
-    Proc { pid: u32, what: &'static str, source: io::Error },
-    #[error("cannot watch process {pid} for its exit: {source}")]
-    Watch { pid: u32, source: io::Error },
+    #[error("cannot read /proc/{pid}/{what}: {cause}")]
+    Proc { pid: u32, what: &'static str, cause: io::Error },
+    #[error("cannot watch process {pid} for its exit: {cause}")]
+    Watch { pid: u32, cause: io::Error },
 }
 
 impl Target {
@@ -50,7 +50,7 @@ impl Target {
         let stat = match fs::read_to_string(format!("/proc/{pid}/stat")) {
             Ok(stat) => stat,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(TargetError::NoSuchProcess(pid)),
-            Err(source) => return Err(TargetError::Proc { pid, what: "stat", source }),
+            Err(cause) => return Err(TargetError::Proc { pid, what: "stat", cause }),
         };
         // /proc/TID exists for threads too (hidden from listings): name the process.
         if let Some(tgid) = proc::tgid_of(pid).filter(|tgid| *tgid != pid) {
@@ -61,11 +61,11 @@ impl Target {
         if state == Some('Z') || state == Some('X') {
             return Err(TargetError::Zombie(pid));
         }
-        let pidfd = PidFd::open(pid).map_err(|source| TargetError::Watch { pid, source })?;
+        let pidfd = PidFd::open(pid).map_err(|cause| TargetError::Watch { pid, cause })?;
         let exe = match fs::read_link(format!("/proc/{pid}/exe")) {
             Ok(exe) => exe,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(TargetError::KernelThread(pid)),
-            Err(source) => return Err(TargetError::Proc { pid, what: "exe", source }),
+            Err(cause) => return Err(TargetError::Proc { pid, what: "exe", cause }),
         };
         Ok((Self { pid, exe, cmdline: cmdline(pid) }, pidfd))
     }

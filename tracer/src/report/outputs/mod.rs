@@ -46,6 +46,13 @@ pub enum OutputError {
     Write { path: PathBuf, cause: io::Error },
 }
 
+impl OutputError {
+    /// Options that cannot work together (not a failure to write).
+    pub fn is_usage(&self) -> bool {
+        matches!(self, Self::OutputWithSeveralFormats | Self::DuplicateFormat(_) | Self::BinaryToTerminal)
+    }
+}
+
 impl From<CreateError> for OutputError {
     fn from(e: CreateError) -> Self {
         OutputError::Create(e)

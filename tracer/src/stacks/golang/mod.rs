@@ -62,10 +62,10 @@ pub enum Error {
     },
     /// The ELF container could not be parsed.
     #[error("ELF: {0}")]
-    Object(#[from] object::Error),
+    Object(object::Error),
     /// DWARF data could not be parsed.
     #[error("DWARF: {0}")]
-    Dwarf(#[from] gimli::Error),
+    Dwarf(gimli::Error),
     /// A structure in the file is inconsistent or truncated.
     #[error("malformed {0}")]
     Malformed(&'static str),
@@ -75,6 +75,19 @@ pub enum Error {
     /// The file uses a format this module does not implement.
     #[error("unsupported: {0}")]
     Unsupported(&'static str),
+}
+
+// By hand, not `#[from]`: the message says the cause, and a `source` would say it again.
+impl From<object::Error> for Error {
+    fn from(e: object::Error) -> Self {
+        Error::Object(e)
+    }
+}
+
+impl From<gimli::Error> for Error {
+    fn from(e: gimli::Error) -> Self {
+        Error::Dwarf(e)
+    }
 }
 
 /// Result alias for this module.
