@@ -297,6 +297,11 @@ impl Tracer {
         Self { child, stderr: seen, objects, stderr_rest, stdout, taken: String::new() }
     }
 
+    /// The leaktracer process.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Waits (until `within`) for a JSON report that `wanted` accepts; returns it.
     pub fn report_where(&mut self, within: Duration, wanted: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + within;
@@ -548,4 +553,31 @@ pub fn go_pprof(args: &[&str]) -> String {
         .expect("go (Debian's golang-go, installed by cargo xtask setup) reads the profiles");
     assert!(out.status.success(), "go tool pprof {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// Peak resident memory (`VmHWM`) of a process, in bytes.
+pub fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// Resident memory (`VmRSS`) of a process, in bytes.
+pub fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// Open descriptors of a process.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }

@@ -10,6 +10,7 @@ mod formats;
 mod gofixture;
 mod golang;
 mod harness;
+mod hostile;
 mod lifecycle;
 mod native_heap;
 mod oom;
@@ -45,6 +46,7 @@ fn main() -> ExitCode {
         errors::tests,
         formats::tests,
         golang::tests,
+        hostile::tests,
         lifecycle::tests,
         native_heap::tests,
         oom::tests,
