@@ -5,7 +5,11 @@
 //! memory and descriptors stay bounded, and the target's allocations are still traced
 //! through the files it really mapped.
 
-use std::{os::unix::process::CommandExt as _, process::Command, time::Instant};
+use std::{
+    os::unix::process::CommandExt as _,
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use crate::{gofixture::Scripted, harness::*};
 
@@ -14,7 +18,8 @@ pub fn tests() -> Vec<libtest_mimic::Trial> {
     trials![
         an_endless_mapped_file,
         more_mapped_files_than_descriptors,
-        a_fifo_and_a_foreign_link_over_its_libraries
+        a_fifo_and_a_foreign_link_over_its_libraries,
+        forty_thousand_call_paths_stay_bounded
     ]
 }
 
@@ -68,4 +73,31 @@ fn more_mapped_files_than_descriptors() {
 
 fn a_fifo_and_a_foreign_link_over_its_libraries() {
     traced(&["overmount"], &[]);
+}
+
+/// 40,000 call sites, each its own unwind rule key and stack: each is learnt once (a
+/// stack sample per path, not per call), and leaktracer's memory is flat once they are.
+fn forty_thousand_call_paths_stay_bounded() {
+    const PATHS: u64 = 40_000;
+    let mut f = Scripted::start(&fixture("paths.c"), &[], &[]);
+    let mut tracer = Tracer::attach(f.pid(), &["--interval", "2s", "--top", "0"]);
+    f.command("go");
+    let after = |s: f64| move |r: &serde_json::Value| r["elapsed_s"].as_f64() >= Some(s);
+    tracer.report_where(Duration::from_secs(60), after(12.0));
+    let early = rss(tracer.pid());
+    let report = tracer.report_where(Duration::from_secs(60), after(30.0));
+    let late = rss(tracer.pid());
+    let peak = peak_rss(tracer.pid());
+    let run = tracer.stop();
+    assert!(run.status.success(), "{}: {}", run.status, run.stderr);
+    let coverage = &report["coverage"];
+    eprintln!("paths: coverage {coverage}, totals {}, rss {early} -> {late}, peak {peak}", report["totals"]);
+    let samples = coverage["stack_samples"].as_u64().unwrap();
+    assert!(samples >= PATHS / 2 && samples <= 2 * PATHS, "stack samples for {PATHS} paths: {samples}");
+    // The calls were traced all along (the paths share one source line: one site).
+    let site = site_at(&report, "round_of_paths");
+    assert!(site["allocs"].as_u64().unwrap() > 10 * PATHS, "{site:#}");
+    assert!(late < early + early / 5, "leaktracer's memory grew from {early} to {late} bytes");
+    assert!(peak < MEMORY_BOUND, "leaktracer's peak memory: {} MiB", peak >> 20);
+    f.finish();
 }
