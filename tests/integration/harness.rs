@@ -302,6 +302,11 @@ impl Tracer {
         self.child.id()
     }
 
+    /// Kernel memory the session holds in eBPF maps and programs, as charged at attach.
+    pub fn kernel_memory(&self) -> u64 {
+        self.objects.memlock
+    }
+
     /// Waits (until `within`) for a JSON report that `wanted` accepts; returns it.
     pub fn report_where(&mut self, within: Duration, wanted: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + within;

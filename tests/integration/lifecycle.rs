@@ -1,6 +1,9 @@
 //! Attaching, launching, the target exiting, and detaching without a trace.
 
-use std::process::Command;
+use std::{
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
 
 use crate::harness::*;
 
@@ -12,7 +15,10 @@ pub fn tests() -> Vec<libtest_mimic::Trial> {
         the_target_exits_while_traced,
         interrupted_at_the_banner,
         interval_and_duration,
-        fail_on_leak_gates_on_the_final_verdict
+        fail_on_leak_gates_on_the_final_verdict,
+        killing_leaktracer_at_any_phase_leaves_nothing,
+        four_sessions_at_once,
+        a_closed_pipe_does_not_end_tracing
     ]
 }
 
@@ -139,4 +145,122 @@ fn fail_on_leak_gates_on_the_final_verdict() {
             run.final_report()["sites"].as_array().unwrap().iter().filter(|s| s["verdict"] == "leak").count();
         assert_eq!(leaks > 0, status == 3, "{program}");
     }
+}
+
+/// Processes whose arguments include `token`.
+fn processes_with(token: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|&b| b == 0).any(|arg| arg == token.as_bytes()))
+        })
+        .collect()
+}
+
+/// Waits up to 3 s for every process with `token` in its arguments to be gone.
+fn assert_none_left(token: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !processes_with(token).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let left = processes_with(token);
+    let states: Vec<String> = left
+        .iter()
+        .map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
+        .collect();
+    assert!(left.is_empty(), "{what}: the command is left behind: {states:?}");
+}
+
+/// `run`, then SIGTERM or SIGKILL to leaktracer at each phase (before the command's
+/// exec, while attaching, while tracing): the command never outlives it stopped or
+/// orphaned, and the session's programs and links are gone.
+fn killing_leaktracer_at_any_phase_leaves_nothing() {
+    for signal in [libc::SIGTERM, libc::SIGKILL] {
+        for delay_ms in [0, 30, 300] {
+            let token = format!("1000.{}{signal}{delay_ms}", std::process::id());
+            let mut child = Command::new(LEAKTRACER)
+                .args(["run", "--interval", "1h", "--", "sleep", &token])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(delay_ms));
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(child.id() as i32, signal) };
+            child.wait().unwrap();
+            assert_none_left(&token, &format!("signal {signal} after {delay_ms} ms"));
+        }
+        let token = format!("1000.{}{signal}9", std::process::id());
+        let mut cmd = Command::new(LEAKTRACER);
+        cmd.args(["run", "--interval", "1h", "--format", "json", "--", "sleep", &token]);
+        let tracer = Tracer::start(cmd);
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(tracer.pid() as i32, signal) };
+        let run = tracer.wait();
+        assert_none_left(&token, &format!("signal {signal} while tracing"));
+        // The kernel frees a program once its last descriptor is closed.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while run.objects.still_loaded() != (Vec::new(), Vec::new()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        run.objects.assert_gone();
+    }
+}
+
+/// Four sessions side by side on four targets: each sees exactly its own target, each
+/// holds at most 32 MiB of kernel memory, and each leaves nothing behind.
+fn four_sessions_at_once() {
+    let exe = fixture("unseen.c");
+    let mut fixtures: Vec<Fixture> = (0..4).map(|_| Fixture::start(&exe)).collect();
+    let tracers: Vec<Tracer> =
+        fixtures.iter().map(|f| Tracer::attach(f.pid(), &["--top", "0", "--interval", "1h"])).collect();
+    for (f, t) in fixtures.iter_mut().zip(&tracers) {
+        let memlock = t.kernel_memory();
+        assert!(memlock <= 32 << 20, "a session holds {} MiB of kernel memory", memlock >> 20);
+        f.go();
+    }
+    for (tracer, f) in tracers.into_iter().zip(fixtures) {
+        let run = tracer.stop();
+        assert!(run.status.success(), "{}: {}", run.status, run.stderr);
+        let report = run.final_report();
+        assert_eq!(report["target"]["pid"], f.pid());
+        assert_eq!(live(site_at(&report, "remember_session")), (40, 40 * 44));
+        assert_eq!(live(site_at(&report, "index_terms")), (40, 10 * 10 * 24));
+        assert_eq!(counts(site_at(&report, "scratch_work")), (40, 40));
+        run.objects.assert_gone();
+        f.finish();
+    }
+}
+
+/// `leaktracer ... | head -1`: the reader goes away after the first report. Tracing goes
+/// on (said once), the final report is still tried, and the session ends cleanly.
+fn a_closed_pipe_does_not_end_tracing() {
+    use std::io::{BufRead as _, BufReader, Read as _};
+    let mut fixture = Fixture::start(&fixture("unseen.c"));
+    let mut child = Command::new(LEAKTRACER)
+        .args(["attach", "--pid", &fixture.pid().to_string(), "--format", "json", "--interval", "300ms"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(first.starts_with("{\"schema\""), "{first}");
+    // The reader is gone (dropped with the BufReader); reports keep coming for a while.
+    let objects = KernelObjects::held_by(child.id());
+    fixture.go();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(child.try_wait().unwrap().is_none(), "leaktracer still traces");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert_eq!(stderr.matches("tracing goes on").count(), 1, "said once:\n{stderr}");
+    assert!(stderr.contains("interim reports could not be written"), "{stderr}");
+    assert!(stderr.contains("Broken pipe"), "{stderr}");
+    assert_eq!(status.code(), Some(1), "the final report could not be written either:\n{stderr}");
+    objects.assert_gone();
+    fixture.finish();
 }

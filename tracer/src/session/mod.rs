@@ -79,8 +79,8 @@ pub async fn run(prepared: Prepared, options: &SessionOptions) -> anyhow::Result
     let (mut session, mut watch) = Session::start(prepared, options)?;
     let stop = session.trace(&mut watch, &mut signals).await?;
     log::info!("stopping: {stop:?}");
-    let leak = session.finish(stop, &mut signals).await;
-    Ok(settle(watch, stop, leak, &mut signals, options).await)
+    let finished = session.finish(stop, &mut signals).await;
+    Ok(settle(watch, stop, finished, &mut signals, options).await)
 }
 
 impl Session<'_> {
@@ -236,9 +236,8 @@ impl Session<'_> {
     }
 
     /// The final report, whatever stopped tracing, then detach. A second signal while
-    /// it is being made abandons it. Returns whether a leak was found (for
-    /// `--fail-on-leak`).
-    async fn finish(mut self, stop: Stop, signals: &mut Signals) -> bool {
+    /// it is being made abandons it.
+    async fn finish(mut self, stop: Stop, signals: &mut Signals) -> Finished {
         // Everything the target did before it stopped is in the ring buffer by now.
         self.drain();
         self.alive = !matches!(stop, Stop::TargetExited(_));
@@ -259,11 +258,13 @@ impl Session<'_> {
                 None
             }
         };
+        let mut report_failed = false;
         if let Some(report) = report {
             let (written, failed) = self.outputs.finish(&report);
             for file in written {
                 eprintln!("leaktracer: wrote {}", file.display());
             }
+            report_failed = !failed.is_empty();
             for e in failed {
                 eprintln!("leaktracer: {e}");
             }
@@ -278,8 +279,16 @@ impl Session<'_> {
         drop(reader);
         probes.detach();
         log::info!("detached in {:?}", t.elapsed());
-        leak
+        Finished { leak, report_failed }
     }
+}
+
+/// How a session ended, for its exit status.
+struct Finished {
+    /// A leak was found (for `--fail-on-leak`).
+    leak: bool,
+    /// The final report could not be written everywhere.
+    report_failed: bool,
 }
 
 /// The exit status, once the target is dealt with: a process we attached to runs on;
@@ -287,12 +296,15 @@ impl Session<'_> {
 async fn settle(
     mut watch: Watch,
     stop: Stop,
-    leak: bool,
+    finished: Finished,
     signals: &mut Signals,
     options: &SessionOptions,
 ) -> i32 {
-    let leak_status = (options.fail_on_leak && leak).then_some(LEAK_FOUND);
-    let Some(supervisor) = watch.supervisor() else { return leak_status.unwrap_or(0) };
+    let leak_status = (options.fail_on_leak && finished.leak).then_some(LEAK_FOUND);
+    // Attached: 1 when the final report is lost. A command's own status wins over that.
+    let Some(supervisor) = watch.supervisor() else {
+        return leak_status.unwrap_or(i32::from(finished.report_failed));
+    };
     let exit = match stop {
         Stop::TargetExited(exit) => exit,
         _ if options.keep_running => {
