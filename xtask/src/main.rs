@@ -41,6 +41,13 @@ enum Task {
     /// Set up, build, start the bundled leaky sample and attach to it: a report within
     /// about 20 seconds.
     Demo,
+    /// Fuzz the readers of outside data (saved reports for `render`, /proc/PID/maps, ELF
+    /// and CFI) longer than the test suite does: property tests with many more cases.
+    Fuzz {
+        /// Cases per reader (the test suite runs 256).
+        #[arg(long, default_value_t = 20_000)]
+        cases: u32,
+    },
     /// Run the accuracy corpus (tests/corpus/) one program at a time and print expected
     /// and reported verdicts, time to the first `leak`, precision and recall.
     Eval,
@@ -67,6 +74,7 @@ fn main() {
         Task::Lint => lint(),
         Task::Demo => demo::run(),
         Task::Eval => eval(),
+        Task::Fuzz { cases } => fuzz(cases),
         Task::Bench { runs, iterations, only } => bench::run(runs, iterations, only.as_deref()),
     };
     if let Err(e) = result {
@@ -87,6 +95,20 @@ fn test(go: &str, args: &[String]) -> anyhow::Result<()> {
     test.env("LEAKTRACER_REQUIRE_PRIVILEGED", "1").env("LEAKTRACER_GO", go);
     cmd::run(&mut test)
 }
+
+/// The fuzzing property tests, in release, with `cases` cases each.
+fn fuzz(cases: u32) -> anyhow::Result<()> {
+    let env = setup::run()?;
+    let mut test = cmd::cargo(&env);
+    test.args(["test", "--release", "--package", "leaktracer", "--lib", "--"])
+        .args(FUZZ_TESTS)
+        .env("PROPTEST_CASES", cases.to_string());
+    cmd::run(&mut test)
+}
+
+/// The property tests that fuzz readers of outside data.
+const FUZZ_TESTS: [&str; 3] =
+    ["any_text_gives_sane_entries", "any_cut_or_damage_is_handled", "damaged_elf_files_are_read_safely"];
 
 /// The corpus test, in its evaluation mode: sequential, with the table printed.
 fn eval() -> anyhow::Result<()> {

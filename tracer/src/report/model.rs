@@ -387,3 +387,53 @@ pub fn last_report(text: &str) -> Result<Report, ReadError> {
     }
     Err(ReadError::NoReport)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::folded::tests::report;
+
+    fn ndjson(n: usize) -> String {
+        (0..n)
+            .map(|i| {
+                let mut r = report(Vec::new());
+                r.elapsed_s = i as f64;
+                serde_json::to_string(&r).unwrap() + "\n"
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_cut_last_line_is_skipped_for_the_one_before() {
+        let text = ndjson(3);
+        let cut = &text[..text.len() - 40];
+        assert_eq!(last_report(cut).unwrap().elapsed_s, 1.0);
+        assert_eq!(last_report(&text).unwrap().elapsed_s, 2.0);
+        assert_eq!(last_report(&text[..20]), Err(ReadError::NoReport), "a cut first line alone");
+        assert_eq!(last_report("not json\n"), Err(ReadError::NoReport));
+        let other = r#"{"schema":"other/v9"}"#;
+        assert_eq!(last_report(other), Err(ReadError::Schema("other/v9".into())));
+    }
+
+    proptest::proptest! {
+        /// Fuzzing `render`'s input: a saved file cut anywhere, or with bytes changed,
+        /// gives the last complete report or a refusal, never a panic.
+        #[test]
+        fn any_cut_or_damage_is_handled(
+            cut in 0usize..4000,
+            edits in proptest::collection::vec((0usize..4000, 0u8..128), 0..4),
+        ) {
+            let text = ndjson(2);
+            let mut bytes = text.as_bytes().to_vec();
+            for (at, b) in edits {
+                let at = at % bytes.len();
+                bytes[at] = b;
+            }
+            bytes.truncate(cut.min(bytes.len()));
+            let damaged = String::from_utf8_lossy(&bytes);
+            if let Ok(r) = last_report(&damaged) {
+                proptest::prop_assert_eq!(r.schema.as_str(), SCHEMA);
+            }
+        }
+    }
+}

@@ -45,7 +45,11 @@ pub const NO_RULE: UnwindRule = UnwindRule::NONE;
 impl ModuleCfi {
     /// Reads the CFI of an opened file (bounded: see `target::files`).
     pub fn load(file: &mut File) -> Option<Self> {
-        let elf = ElfFile::read(file).ok()?;
+        Self::from_elf(&ElfFile::read(file).ok()?)
+    }
+
+    /// The CFI of an ELF file read: its bytes are the target's, so any of them may lie.
+    pub fn from_elf(elf: &ElfFile) -> Option<Self> {
         let file = elf.parse().ok()?;
         let section = |name: &str| -> (Vec<u8>, u64) { section_data(&file, name).unwrap_or_default() };
         let (eh_frame, eh_frame_addr) = section(".eh_frame");
@@ -206,5 +210,41 @@ mod tests {
         // At a function's first instruction the CFA is sp + 8 and rbp is untouched.
         assert_eq!(cfi.rule_at(vaddr), UnwindRule::AT_ENTRY);
         assert_eq!(cfi.rule_at(1), NO_RULE, "no FDE covers address 1");
+    }
+
+    proptest::proptest! {
+        /// Fuzzing the ELF and CFI readers with a real ELF file (/bin/true) damaged:
+        /// bytes changed (the headers and .eh_frame more often), or cut. No panic, no
+        /// runaway, whatever the bytes say.
+        #[test]
+        fn damaged_elf_files_are_read_safely(
+            edits in proptest::collection::vec((0usize..1 << 16, proptest::num::u8::ANY, proptest::bool::ANY), 1..24),
+            cut in proptest::option::of(0usize..1 << 16),
+            probes in proptest::collection::vec(0u64..1 << 16, 1..16),
+        ) {
+            let mut bytes = std::fs::read("/bin/true").unwrap();
+            let eh_frame = {
+                let elf = ElfFile::from_bytes(bytes.clone());
+                let file = elf.parse().unwrap();
+                file.section_by_name(".eh_frame").and_then(|s| s.file_range()).unwrap()
+            };
+            for (at, b, in_cfi) in edits {
+                let at = if in_cfi { eh_frame.0 as usize + at % eh_frame.1 as usize } else { at % 512.min(bytes.len()) };
+                bytes[at] = b;
+            }
+            if let Some(cut) = cut {
+                bytes.truncate(cut);
+            }
+            let elf = ElfFile::from_bytes(bytes);
+            let _ = elf.interpreter();
+            let _ = elf.build_id();
+            let _ = elf.functions(&["main", "malloc", "free"]);
+            if let Some(mut cfi) = ModuleCfi::from_elf(&elf) {
+                for vaddr in probes {
+                    let _ = cfi.rule_at(vaddr);
+                    let _ = cfi.vaddr_of(vaddr);
+                }
+            }
+        }
     }
 }

@@ -44,7 +44,12 @@ impl ElfFile {
 
     /// Reads an opened file, bounded in size.
     pub fn read(file: &mut File) -> Result<Self, FileError> {
-        Ok(Self { data: files::read_bounded(file, files::MAX_FILE_BYTES)? })
+        Ok(Self::from_bytes(files::read_bounded(file, files::MAX_FILE_BYTES)?))
+    }
+
+    /// The bytes of a file already read.
+    pub fn from_bytes(data: Vec<u8>) -> Self {
+        Self { data }
     }
 
     pub fn data(&self) -> &[u8] {

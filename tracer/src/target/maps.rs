@@ -52,10 +52,14 @@ fn parse_line(line: &str) -> Option<MapEntry> {
     let inode = fields.next()?;
     let path = fields.next().map(str::trim_start).filter(|p| !p.is_empty());
     let (start, end) = range.split_once('-')?;
+    let (start, end) = (u64::from_str_radix(start, 16).ok()?, u64::from_str_radix(end, 16).ok()?);
+    if start >= end {
+        return None;
+    }
     let perms = perms.as_bytes();
     Some(MapEntry {
-        start: u64::from_str_radix(start, 16).ok()?,
-        end: u64::from_str_radix(end, 16).ok()?,
+        start,
+        end,
         readable: perms.first() == Some(&b'r'),
         executable: perms.get(2) == Some(&b'x'),
         offset: u64::from_str_radix(offset, 16).ok()?,
@@ -98,5 +102,30 @@ mod tests {
         let maps = parse(SAMPLE);
         assert!(maps[6].is_deleted());
         assert_eq!(maps[6].file_path(), Some(PathBuf::from("/tmp/lib with space.so")));
+    }
+
+    proptest::proptest! {
+        /// Fuzzing: any text, and the sample with bytes changed, cut or repeated, parses
+        /// without a panic into entries that make sense.
+        #[test]
+        fn any_text_gives_sane_entries(
+            text in "\\PC{0,300}",
+            edits in proptest::collection::vec((0usize..2000, proptest::char::any()), 0..8),
+            cut in 0usize..2000,
+        ) {
+            let mut sample: Vec<char> = SAMPLE.chars().collect();
+            for (at, c) in edits {
+                let at = at % sample.len();
+                sample[at] = c;
+            }
+            sample.truncate(cut.min(sample.len()));
+            let sample: String = sample.into_iter().collect();
+            for input in [text.as_str(), sample.as_str()] {
+                for e in parse(input) {
+                    proptest::prop_assert!(e.start < e.end);
+                    proptest::prop_assert!(!e.path.as_deref().is_some_and(|p| p.contains('\n')));
+                }
+            }
+        }
     }
 }
