@@ -16,7 +16,8 @@ pub fn tests() -> Vec<libtest_mimic::Trial> {
         cpp_new_string_vector_make_unique_without_frame_pointers,
         rust_vec_string_format_with_frame_pointers,
         rust_vec_string_format_without_frame_pointers,
-        omitted_frame_pointers_give_complete_stacks
+        omitted_frame_pointers_give_complete_stacks,
+        stripped_binaries_are_named_by_minidebuginfo_or_module_and_offset
     ]
 }
 
@@ -151,4 +152,59 @@ fn omitted_frame_pointers_give_complete_stacks() {
     assert_eq!(own, ["level_d", "level_c", "level_b", "level_a", "main"], "{functions:?}");
     assert_eq!(functions.last(), Some(&"_start"), "{functions:?}");
     assert_eq!(site["stack_truncated"], false);
+}
+
+/// `unseen.c` built, then stripped two ways: with MiniDebugInfo (`.gnu_debugdata`, the
+/// function symbols xz-compressed, made as Fedora's tools make it) and bare.
+fn stripped_builds() -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = scratch("minidebuginfo");
+    let sh = |script: &str| {
+        let out = std::process::Command::new("sh").arg("-ec").arg(script).current_dir(&dir).output().unwrap();
+        assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let full = fixture("unseen.c");
+    sh(&format!(
+        "cp {} full
+         nm -D full --format=posix --defined-only | awk '{{print $1}}' | sort > dynsyms
+         nm full --format=posix --defined-only | awk '$2 ~ /[Tt]/ {{print $1}}' | sort > funcsyms
+         comm -13 dynsyms funcsyms > keep
+         objcopy --only-keep-debug full mini.debug
+         objcopy -S --remove-section .gdb_index --remove-section .comment --keep-symbols=keep mini.debug mini
+         xz -f mini
+         strip --strip-all -R .comment full -o bare
+         objcopy --add-section .gnu_debugdata=mini.xz bare mini-stripped",
+        full.display()
+    ));
+    (dir.join("mini-stripped"), dir.join("bare"))
+}
+
+fn stripped_binaries_are_named_by_minidebuginfo_or_module_and_offset() {
+    let (mini, bare) = stripped_builds();
+    let trace = |exe: &std::path::Path| {
+        let mut fixture = Fixture::start(exe);
+        let tracer = Tracer::attach(fixture.pid(), &["--top", "0", "--interval", "1h"]);
+        fixture.go();
+        let run = tracer.stop();
+        assert!(run.status.success(), "{}: {}", run.status, run.stderr);
+        fixture.finish();
+        run.final_report()
+    };
+    // With MiniDebugInfo: function names (no files or lines: it has none).
+    let report = trace(&mini);
+    let site = site_at(&report, "remember_session");
+    assert_eq!(live(site), (40, 40 * 44));
+    assert_eq!(site["frames"][0]["function"], "remember_session");
+    assert!(site["frames"][0]["file"].is_null());
+    // Bare: module and file offset, which addr2line on an unstripped build resolves.
+    let report = trace(&bare);
+    let own: Vec<&Value> = memory_sites(&report)
+        .flat_map(|s| s["frames"].as_array().unwrap())
+        .filter(|f| f["module"].as_str().is_some_and(|m| m.ends_with("/bare")))
+        .collect();
+    assert!(!own.is_empty(), "frames in the stripped executable");
+    for frame in own {
+        assert!(frame["function"].is_null() || frame["function"] == "main" || frame["function"] == "_start");
+        let offset = frame["offset"].as_str().unwrap_or_else(|| panic!("{frame}"));
+        assert!(offset.starts_with("0x"), "{frame}");
+    }
 }

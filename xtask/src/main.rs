@@ -5,6 +5,7 @@ mod bench;
 mod cmd;
 mod demo;
 mod setup;
+mod soak;
 
 use clap::{Parser, Subcommand};
 
@@ -48,6 +49,13 @@ enum Task {
         #[arg(long, default_value_t = 20_000)]
         cases: u32,
     },
+    /// A long session on a busy target (a million live blocks, threads started and
+    /// ended, churn), with leaktracer's own memory sampled (figures for BENCHMARKS.md).
+    Soak {
+        /// How long to trace.
+        #[arg(long, default_value_t = 60)]
+        minutes: u64,
+    },
     /// Run the accuracy corpus (tests/corpus/) one program at a time and print expected
     /// and reported verdicts, time to the first `leak`, precision and recall.
     Eval,
@@ -75,6 +83,7 @@ fn main() {
         Task::Demo => demo::run(),
         Task::Eval => eval(),
         Task::Fuzz { cases } => fuzz(cases),
+        Task::Soak { minutes } => soak::run(minutes),
         Task::Bench { runs, iterations, only } => bench::run(runs, iterations, only.as_deref()),
     };
     if let Err(e) = result {

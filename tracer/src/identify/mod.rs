@@ -4,6 +4,7 @@
 
 mod gosym;
 pub mod group;
+mod minidebug;
 pub mod symbolize;
 
 use std::hash::{Hash, Hasher};

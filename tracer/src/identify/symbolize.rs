@@ -13,8 +13,10 @@ use blazesym::symbolize::{
 };
 use tokio::sync::oneshot;
 
+use super::minidebug::MiniSymbols;
 use crate::stacks::{
     StackId, StackTable,
+    elf::ElfFile,
     modules::{Location, ModuleIdx},
 };
 
@@ -76,6 +78,8 @@ pub struct ResolvedFrame {
     pub symbol: SymFrame,
     pub module: Option<String>,
     pub module_idx: Option<ModuleIdx>,
+    /// The file offset in the module (what names a frame that has no symbol).
+    pub offset: Option<u64>,
     pub addr: u64,
 }
 
@@ -86,11 +90,18 @@ pub struct Symbols {
     cache: HashMap<(ModuleIdx, u64), Arc<[SymFrame]>>,
     /// Go binaries, symbolized from their pclntab.
     go: super::gosym::GoModules,
+    /// MiniDebugInfo of stripped modules, read when blazesym finds no name.
+    mini: HashMap<ModuleIdx, Option<MiniSymbols>>,
 }
 
 impl Symbols {
     pub fn new(symbolizer: Symbolizer) -> Self {
-        Self { symbolizer, cache: HashMap::new(), go: super::gosym::GoModules::default() }
+        Self {
+            symbolizer,
+            cache: HashMap::new(),
+            go: super::gosym::GoModules::default(),
+            mini: HashMap::new(),
+        }
     }
 
     /// Symbolizes what the given stacks hold that no earlier call did, one request per
@@ -119,11 +130,35 @@ impl Symbols {
                 self.go.symbolize(stacks, module, &lookups)
             } else {
                 let path = stacks.modules.module(module).symbol_path();
-                self.symbolizer.symbolize(path, lookups).await
+                let mut frames = self.symbolizer.symbolize(path, lookups.clone()).await;
+                self.name_from_minidebug(stacks, module, &lookups, &mut frames);
+                frames
             };
             for (offset, frames) in offsets.into_iter().zip(frames) {
                 self.cache.insert((module, offset), frames.into());
             }
+        }
+    }
+
+    /// Names the frames blazesym left unnamed from the module's MiniDebugInfo, if any.
+    fn name_from_minidebug(
+        &mut self,
+        stacks: &StackTable,
+        module: ModuleIdx,
+        lookups: &[u64],
+        frames: &mut [Vec<SymFrame>],
+    ) {
+        let unnamed = |f: &Vec<SymFrame>| f.len() == 1 && f[0].function.is_none();
+        if !frames.iter().any(unnamed) {
+            return;
+        }
+        let mini = self.mini.entry(module).or_insert_with(|| {
+            let elf = ElfFile::read(&mut stacks.modules.module(module).open()?).ok()?;
+            MiniSymbols::from_elf(elf.data())
+        });
+        let Some(mini) = mini else { return };
+        for (offset, f) in lookups.iter().zip(frames.iter_mut()).filter(|(_, f)| unnamed(f)) {
+            f[0].function = mini.function_at(*offset).map(str::to_string);
         }
     }
 
@@ -145,18 +180,21 @@ impl Symbols {
         for frame in &stack.frames {
             let module_idx = frame.location.and_then(|l| l.module);
             let module = module_idx.map(|m| stacks.modules.module(m).path.clone());
+            let offset = frame.location.filter(|l| l.module.is_some()).map(|l| l.offset);
             let symbols = frame.location.and_then(|l| self.cache.get(&(l.module?, l.offset)));
             match symbols {
                 Some(symbols) => out.extend(symbols.iter().map(|symbol| ResolvedFrame {
                     symbol: symbol.clone(),
                     module: module.clone(),
                     module_idx,
+                    offset,
                     addr: frame.addr,
                 })),
                 None => out.push(ResolvedFrame {
                     symbol: SymFrame::default(),
                     module,
                     module_idx,
+                    offset,
                     addr: frame.addr,
                 }),
             }

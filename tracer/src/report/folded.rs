@@ -47,14 +47,9 @@ pub fn folded(report: &Report, export: &ExportOptions) -> String {
 }
 
 fn frame_name(frame: &FrameReport) -> String {
-    let name = match &frame.function {
-        Some(function) => function.clone(),
-        None => {
-            let module = frame.module.as_deref().map_or("?", |m| m.rsplit('/').next().unwrap_or(m));
-            format!("[{module}@{}]", frame.address)
-        }
-    };
-    name.chars()
+    frame
+        .name()
+        .chars()
         .map(|c| match c {
             ';' => ':',
             c if c.is_whitespace() => '_',
@@ -98,6 +93,7 @@ pub(crate) mod tests {
                     file: None,
                     line: None,
                     module: Some("/usr/bin/app".into()),
+                    offset: f.is_none().then(|| "0x1234".into()),
                     address: (*a).into(),
                 })
                 .collect(),
@@ -162,7 +158,7 @@ pub(crate) mod tests {
             ),
             site("s4", VerdictName::Stable, (0, 0), &[(Some("freed"), "0x1030")]),
         ]);
-        assert_eq!(folded(&r, &ExportOptions::default()), "[app@0x1200];b:c 50\nmain;alloc_one 230\n");
+        assert_eq!(folded(&r, &ExportOptions::default()), "app+0x1234;b:c 50\nmain;alloc_one 230\n");
         let leaks_by_count =
             ExportOptions { weight: Weight::Count, only_leaks: true, ..ExportOptions::default() };
         assert_eq!(folded(&r, &leaks_by_count), "main;alloc_one 3\n");

@@ -192,6 +192,7 @@ fn site_report(
                 file: f.symbol.file,
                 line: f.symbol.line,
                 module: f.module,
+                offset: f.offset.map(|o| format!("{o:#x}")),
                 address: format!("{:#x}", f.addr),
             })
             .collect(),

@@ -352,8 +352,27 @@ pub struct FrameReport {
     pub file: Option<String>,
     pub line: Option<u32>,
     pub module: Option<String>,
+    /// The offset in the module's file, hex: with `module`, what names a frame that has
+    /// no symbol (`redis-server+0x7bb30`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<String>,
     /// Runtime address (a return address for all but inlined frames), hex.
     pub address: String,
+}
+
+impl FrameReport {
+    /// What to call the frame: its function, else `module+offset` (the file offset,
+    /// as `addr2line -e module` takes it), else its address.
+    pub fn name(&self) -> String {
+        if let Some(function) = &self.function {
+            return function.clone();
+        }
+        let module = self.module.as_deref().map(|m| m.rsplit('/').next().unwrap_or(m));
+        match (module, &self.offset) {
+            (Some(module), Some(offset)) => format!("{module}+{offset}"),
+            _ => self.address.clone(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

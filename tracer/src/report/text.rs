@@ -207,7 +207,7 @@ fn render_site(rank: usize, s: &SiteReport, out: &mut dyn Write) -> io::Result<(
         writeln!(out, "    (no stack)")?;
     }
     for f in &s.frames {
-        let function = f.function.as_deref().unwrap_or("??");
+        let function = f.name();
         let place = match (&f.file, f.line) {
             (Some(file), Some(line)) => format!("{file}:{line}"),
             (Some(file), None) => file.clone(),

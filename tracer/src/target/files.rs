@@ -12,10 +12,11 @@
 use std::{
     ffi::CString,
     fs::File,
-    io::{self, Read},
+    io,
     os::{
         fd::{AsRawFd, FromRawFd, OwnedFd},
         unix::ffi::OsStrExt,
+        unix::fs::FileExt as _,
     },
     path::Path,
 };
@@ -64,8 +65,19 @@ pub fn read_bounded(file: &mut File, max: u64) -> Result<Vec<u8>, FileError> {
     if size > max.min(MAX_FILE_BYTES) {
         return Err(FileError::TooLarge);
     }
-    let mut data = Vec::with_capacity(usize::try_from(size).map_err(|_| FileError::TooLarge)?);
-    file.take(size).read_to_end(&mut data)?;
+    let mut data = vec![0; usize::try_from(size).map_err(|_| FileError::TooLarge)?];
+    // Positional reads from the start, wherever the descriptor stands: a kept descriptor
+    // is shared by its clones, which may be read at the same time.
+    let mut done = 0;
+    while done < data.len() {
+        match file.read_at(&mut data[done..], done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    data.truncate(done);
     Ok(data)
 }
 
