@@ -105,7 +105,8 @@ impl Probes {
         };
         // The sampled-block set exists only when sampling (one entry otherwise).
         let sampled = if p.sample_bytes == 0 { 1 } else { p.max_live.max(1) };
-        let exit_code_offset = btf::task_exit_code_offset().unwrap_or(0);
+        let vmlinux = btf::vmlinux().unwrap_or_default();
+        let exit_code_offset = btf::task_exit_code_offset(&vmlinux).unwrap_or(0);
         let go = options.go.unwrap_or_default();
         let mut ebpf = EbpfLoader::new()
             .override_global(global::TARGET_TGID, &options.tgid, true)
