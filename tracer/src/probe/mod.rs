@@ -9,6 +9,7 @@
 mod btf;
 pub mod golang;
 mod kernel;
+pub mod multi;
 pub mod placement;
 pub mod points;
 pub mod tracepoints;
