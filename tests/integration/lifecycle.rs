@@ -12,7 +12,8 @@ pub fn tests() -> Vec<libtest_mimic::Trial> {
         the_target_exits_while_traced,
         interrupted_at_the_banner,
         interval_and_duration,
-        fail_on_leak_gates_on_the_final_verdict
+        fail_on_leak_gates_on_the_final_verdict,
+        uprobes_go_through_the_links_the_kernel_allows
     ]
 }
 
@@ -139,4 +140,41 @@ fn fail_on_leak_gates_on_the_final_verdict() {
             run.final_report()["sites"].as_array().unwrap().iter().filter(|s| s["verdict"] == "leak").count();
         assert_eq!(leaks > 0, status == 3, "{program}");
     }
+}
+
+/// The uprobes go through the links leaktracer says it chose (`-v`): one uprobe session
+/// link for the allocator's library on the session path, one uprobe_multi link per
+/// program (three: entries, returns, free) on the multi path, one perf link per uprobe on
+/// the classic path (LEAKTRACER_LINKS=multi or classic forces those). Whatever the path,
+/// the same figures, and nothing left.
+fn uprobes_go_through_the_links_the_kernel_allows() {
+    let src = "unseen.c";
+    let mut fixture = Fixture::start(&fixture(src));
+    let tracer = Tracer::attach(fixture.pid(), &["-v", "--top", "0", "--interval", "1h"]);
+    let path =
+        tracer.stderr.lines().find_map(|l| l.split_once("uprobe links: ").map(|(_, path)| path.to_string()));
+    let path = path.unwrap_or_else(|| panic!("no path said:\n{}", tracer.stderr));
+    let multi = tracer.objects.links_of_type("uprobe_multi");
+    match std::env::var("LEAKTRACER_LINKS").as_deref() {
+        Ok("classic") => assert!(path.starts_with("one perf link per uprobe"), "{path}"),
+        Ok("multi") => assert!(!path.starts_with("one uprobe session link"), "{path}"),
+        _ => {}
+    }
+    let expected = if path.starts_with("one uprobe session link") {
+        1
+    } else if path.starts_with("one uprobe_multi link") {
+        3
+    } else {
+        assert!(path.starts_with("one perf link per uprobe"), "{path}");
+        0
+    };
+    assert_eq!(multi, expected, "{path}: {:?}", tracer.objects.link_types);
+    fixture.go();
+    let run = tracer.stop();
+    assert!(run.status.success(), "{}: {}", run.status, run.stderr);
+    let report = run.final_report();
+    assert_eq!(live(site_at(&report, "remember_session")), (40, 40 * 44));
+    assert_eq!(counts(site_at(&report, "scratch_work")), (40, 40));
+    run.objects.assert_gone();
+    fixture.finish();
 }
