@@ -18,7 +18,8 @@ pub fn tests() -> Vec<libtest_mimic::Trial> {
         fail_on_leak_gates_on_the_final_verdict,
         killing_leaktracer_at_any_phase_leaves_nothing,
         four_sessions_at_once,
-        a_closed_pipe_does_not_end_tracing
+        a_closed_pipe_does_not_end_tracing,
+        uprobes_go_through_the_links_the_kernel_allows
     ]
 }
 
@@ -262,5 +263,44 @@ fn a_closed_pipe_does_not_end_tracing() {
     assert!(stderr.contains("Broken pipe"), "{stderr}");
     assert_eq!(status.code(), Some(1), "the final report could not be written either:\n{stderr}");
     objects.assert_gone();
+    fixture.finish();
+}
+
+/// The uprobes go through the links leaktracer says it chose (`-v`): one uprobe session
+/// link for the allocator's library on the session path, one uprobe_multi link per
+/// program (entries, returns, free) on the multi path, one perf link per uprobe on
+/// the classic path (LEAKTRACER_LINKS=multi or classic forces those). Whatever the path,
+/// the same figures, and nothing left.
+fn uprobes_go_through_the_links_the_kernel_allows() {
+    let src = "unseen.c";
+    let mut fixture = Fixture::start(&fixture(src));
+    let tracer = Tracer::attach(fixture.pid(), &["-v", "--top", "0", "--interval", "1h"]);
+    let path =
+        tracer.stderr.lines().find_map(|l| l.split_once("uprobe links: ").map(|(_, path)| path.to_string()));
+    let path = path.unwrap_or_else(|| panic!("no path said:\n{}", tracer.stderr));
+    // fdinfo says uprobe_multi for entry and session links, uretprobe_multi for returns.
+    let o = &tracer.objects;
+    let multi = (o.links_of_type("uprobe_multi"), o.links_of_type("uretprobe_multi"));
+    match std::env::var("LEAKTRACER_LINKS").as_deref() {
+        Ok("classic") => assert!(path.starts_with("one perf link per uprobe"), "{path}"),
+        Ok("multi") => assert!(!path.starts_with("one uprobe session link"), "{path}"),
+        _ => {}
+    }
+    let expected = if path.starts_with("one uprobe session link") {
+        (1, 0)
+    } else if path.starts_with("one uprobe_multi link") {
+        (2, 1)
+    } else {
+        assert!(path.starts_with("one perf link per uprobe"), "{path}");
+        (0, 0)
+    };
+    assert_eq!(multi, expected, "{path}: {:?}", o.link_types);
+    fixture.go();
+    let run = tracer.stop();
+    assert!(run.status.success(), "{}: {}", run.status, run.stderr);
+    let report = run.final_report();
+    assert_eq!(live(site_at(&report, "remember_session")), (40, 40 * 44));
+    assert_eq!(counts(site_at(&report, "scratch_work")), (40, 40));
+    run.objects.assert_gone();
     fixture.finish();
 }

@@ -57,6 +57,21 @@ pub mod func {
     }
 }
 
+/// Kernel functions (kfuncs) the programs call. aya 0.14 and bpf-linker cannot emit a
+/// kfunc call (no `.ksyms`, no BTF for an `extern` function), so the programs call each
+/// like a helper, through a placeholder number cast to a function pointer (`call imm`, as
+/// aya-ebpf calls helpers); before loading, userspace turns each such call into a call of
+/// the kfunc by its BTF id in the running kernel (`tracer/src/probe/multi`). No helper has
+/// a number anywhere near these.
+pub mod kfunc {
+    /// `bool bpf_session_is_return(void)`: in a uprobe session program, whether this run
+    /// is the return half (Linux 6.13+).
+    pub const SESSION_IS_RETURN: i32 = 0x4b46_0002;
+
+    /// Every placeholder and the kernel function it stands for.
+    pub const ALL: [(i32, &str); 1] = [(SESSION_IS_RETURN, "bpf_session_is_return")];
+}
+
 /// Values of the `UNWIND_MODE` global.
 pub mod unwind_mode {
     /// Walk frame pointers (`bpf_get_stack`), plus the return address at `[sp]`.

@@ -195,10 +195,12 @@ pub struct TraceArgs {
     #[arg(long, default_value = "fast")]
     pub probe_placement: Placement,
 
-    /// How uprobes are attached: auto (one multi-uprobe link per program where the
-    /// kernel has them, Linux 6.6+) or classic (one link per probe).
-    #[arg(long, default_value = "auto", hide = true)]
-    pub links: Links,
+    /// How uprobes are attached: auto (uprobe session and multi-uprobe links where the
+    /// kernel has them, Linux 6.13 and 6.6+), multi (multi-uprobe links, no sessions) or
+    /// classic (one link per probe). Default: $LEAKTRACER_LINKS (which the tests set to
+    /// cover the fallbacks), else auto.
+    #[arg(long, hide = true)]
+    pub links: Option<Links>,
 
     /// Benchmarks: probes that do nothing (the cost of the probes themselves).
     #[arg(long, hide = true)]
@@ -236,11 +238,21 @@ impl TraceArgs {
                 floor: self.bench_floor,
                 kinds,
                 mode: self.mode,
-                links: self.links,
+                links: self.links.or_else(links_from_env).unwrap_or(Links::Auto),
                 max_live: u32::try_from(self.max_live).unwrap_or(u32::MAX),
             },
         }
     }
+}
+
+/// `--links` from $LEAKTRACER_LINKS, when it names one.
+fn links_from_env() -> Option<Links> {
+    let value = std::env::var("LEAKTRACER_LINKS").ok()?;
+    let links = Links::from_str(&value, true).ok();
+    if links.is_none() {
+        eprintln!("leaktracer: LEAKTRACER_LINKS={value} is not auto, multi or classic; ignored");
+    }
+    links
 }
 
 /// `ValueEnum` for the engine's enums, naming each value once here.
@@ -264,7 +276,7 @@ value_enum!(Format: Format::Text => "text"; Format::Json => "json"; Format::Fold
 value_enum!(Weight: Weight::Bytes => "bytes"; Weight::Count => "count");
 value_enum!(Placement: Placement::Fast => "fast"; Placement::Entry => "entry");
 value_enum!(Mode: Mode::Full => "full"; Mode::Growth => "growth");
-value_enum!(Links: Links::Auto => "auto"; Links::Classic => "classic");
+value_enum!(Links: Links::Auto => "auto"; Links::Multi => "multi"; Links::Classic => "classic");
 value_enum!(UnwindMode:
     UnwindMode::EhFrame => "eh-frame";
     UnwindMode::FramePointers => "frame-pointers";

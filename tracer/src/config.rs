@@ -153,9 +153,13 @@ pub enum Mode {
 /// How uprobes are attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Links {
-    /// One multi-uprobe link per program when the kernel has them, else one per probe.
+    /// The best the kernel has: uprobe session links for the allocator and multi-uprobe
+    /// links for the rest, else multi-uprobe links only, else one link per probe.
     Auto,
-    /// One link per probe (the fallback; tests force it to cover that path).
+    /// Multi-uprobe links, no sessions (the middle fallback; tests and benchmarks force
+    /// it to cover that path).
+    Multi,
+    /// One link per probe (the last fallback; tests force it to cover that path).
     Classic,
 }
 

@@ -1,5 +1,6 @@
 //! Uprobes on the malloc family. One entry program for every allocating function (the
-//! attach cookie says which one), one return program, and `free`.
+//! attach cookie says which one), one return program, and `free`; or, on kernels with
+//! uprobe sessions, all three in one program (`lt_alloc_session`).
 //!
 //! Entry records the arguments and the stack (the stack must be taken at entry: at the
 //! return the caller's frame is already gone); return decides. A failed call (NULL, or
@@ -9,6 +10,8 @@
 //! With sampling (`SAMPLE_BYTES`), entry draws whether the new block is sampled; an
 //! unsampled call stops there (no stack, no event). Sampled blocks are remembered in
 //! `SAMPLED`, and only their frees and reallocs produce events.
+
+use core::ffi::c_void;
 
 use aya_ebpf::{
     EbpfContext,
@@ -25,7 +28,8 @@ use tracer_ebpf::{
 
 use super::{
     context::{header, now, read_user, traced_thread},
-    maps::{ALLOC_CALLS, AllocCall, SAMPLED, count, sample_bytes},
+    kfunc::session_is_return,
+    maps::{ALLOC_CALLS, AllocCall, SAMPLED, bench_floor, count, sample_bytes},
     output::emit,
     stack::{self, Start},
 };
@@ -36,7 +40,7 @@ const STALE_CALL_NS: u64 = 1_000_000_000;
 
 #[uprobe]
 pub fn lt_alloc_enter(ctx: ProbeContext) -> u32 {
-    let _ = try_alloc_enter(&ctx);
+    let _ = try_alloc_enter(&ctx, COOKIE_UNREAD);
     0
 }
 
@@ -50,6 +54,56 @@ pub fn lt_alloc_return(ctx: RetProbeContext) -> u32 {
 pub fn lt_free_enter(ctx: ProbeContext) -> u32 {
     let _ = try_free_enter(&ctx);
     0
+}
+
+/// A session program's entry-half verdicts: run this call's return half, or not.
+const RUN_RETURN: u32 = 0;
+const SKIP_RETURN: u32 = 1;
+
+/// The three programs above in one, for a uprobe session link (one per allocator object,
+/// every allocator function and `free` in it): the kernel runs it at each call's entry
+/// and, only when the entry half returned 0, at that call's return. So the calls whose
+/// return has nothing to do (frees, unsampled allocations, nested calls) cost no return
+/// probe at all.
+///
+/// Written out by hand: aya-ebpf's `#[uprobe]` wrapper always returns 0, which would
+/// throw the entry half's verdict away. The section name is the one `#[uprobe]` gives,
+/// which aya's object parser accepts; userspace loads the program itself, with the
+/// session attach type.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "uprobe")]
+pub fn lt_alloc_session(ctx: *mut c_void) -> u32 {
+    if session_is_return() {
+        let _ = try_alloc_return(&RetProbeContext::new(ctx));
+        return 0;
+    }
+    let ctx = ProbeContext::new(ctx);
+    let func = cookie_func(&ctx);
+    if func == func::FREE {
+        let _ = try_free_enter(&ctx);
+        return SKIP_RETURN;
+    }
+    // The floor keeps the probes of full tracing: an entry and a return per allocation.
+    if bench_floor() {
+        return RUN_RETURN;
+    }
+    match try_alloc_enter(&ctx, func) {
+        Some(()) => RUN_RETURN,
+        None => SKIP_RETURN,
+    }
+}
+
+/// Not a function id (they start at 1): `try_alloc_enter` reads the cookie itself. Not an
+/// `Option`: LLVM leaves the register of a `None`'s payload unset, and the verifier
+/// refuses a program that reads an unset register even to pass it on.
+const COOKIE_UNREAD: u32 = 0;
+
+/// The allocator function probed, from the attach cookie.
+#[inline(always)]
+fn cookie_func(ctx: &ProbeContext) -> u32 {
+    // SAFETY: helper valid in uprobe programs of every link type (for multi and session
+    // links it gives the cookie of the offset that fired).
+    unsafe { bpf_get_attach_cookie(ctx.as_ptr()) as u32 }
 }
 
 #[inline(always)]
@@ -113,11 +167,14 @@ fn draw(func: u32, size: u64, old: u64) -> Option<u32> {
     moves_sampled.then_some(0)
 }
 
-fn try_alloc_enter(ctx: &ProbeContext) -> Option<()> {
+/// Entry of an allocating function `func` (or [`COOKIE_UNREAD`]: read the cookie once
+/// the call is known to be the target's). `Some` when the call was recorded and its
+/// return has work to do; `None` when it has none (not the target, not sampled, nested
+/// in another traced call, or the call could not be remembered).
+fn try_alloc_enter(ctx: &ProbeContext, func: u32) -> Option<()> {
     let tid = traced_thread()?;
+    let func = if func == COOKIE_UNREAD { cookie_func(ctx) } else { func };
     let regs = regs_of(ctx.regs);
-    // SAFETY: helper valid in uprobe programs.
-    let func = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u32;
     let (size, arg) = size_and_arg(func, regs);
     // Sampling first: an unsampled call costs as little as can be.
     let threshold = draw(func, size, arg)?;
@@ -132,6 +189,7 @@ fn try_alloc_enter(ctx: &ProbeContext) -> Option<()> {
     let call = AllocCall { sp: regs.rsp, ts_ns: now, size, arg, stack_id, func, threshold };
     if ALLOC_CALLS.insert(tid, call, 0).is_err() {
         count(counter::DROPPED);
+        return None;
     }
     Some(())
 }

@@ -14,6 +14,7 @@ use std::{
 
 use tracer_ebpf::func::ALL as FUNCTIONS;
 
+use super::Uprobe;
 use crate::{
     config::Placement,
     stacks::elf::ElfFile,
@@ -161,6 +162,40 @@ pub fn choose(candidates: &[Candidate], placement: Placement) -> Vec<ProbePoint>
     let mut at = HashSet::new();
     points.retain(|p| at.insert((p.object.clone(), p.offset)));
     points
+}
+
+impl ProbePoint {
+    /// Where the probe goes: the function's entry plus `skip`.
+    pub fn probe_offset(&self) -> u64 {
+        self.offset + self.skip
+    }
+
+    /// The function, and how far past its entry the probe is (`free+3`).
+    pub fn site(&self) -> String {
+        if self.skip == 0 { self.name.to_string() } else { format!("{}+{}", self.name, self.skip) }
+    }
+
+    /// The probe, in messages.
+    pub fn describe(&self) -> String {
+        format!("{} in {}", self.site(), self.display)
+    }
+}
+
+/// The allocator functions' uprobes, one per program and function, return probes first
+/// (see `Probes::attach_uprobes`).
+pub fn uprobes(points: &[ProbePoint]) -> Vec<Uprobe> {
+    let returning = |p: &&ProbePoint| p.func != tracer_ebpf::func::FREE;
+    let uprobe = |program: &'static str, p: &ProbePoint| Uprobe {
+        program,
+        object: p.object.clone(),
+        what: p.describe(),
+        offset: p.probe_offset(),
+        cookie: u64::from(p.func),
+    };
+    let returns = points.iter().filter(returning).map(|p| uprobe("lt_alloc_return", p));
+    let entries =
+        points.iter().map(|p| uprobe(if returning(&p) { "lt_alloc_enter" } else { "lt_free_enter" }, p));
+    returns.chain(entries).collect()
 }
 
 #[cfg(test)]

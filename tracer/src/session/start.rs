@@ -11,7 +11,7 @@ use crate::{
     config::{Kind, Mode, SessionOptions},
     event::reader::EventReader,
     identify::{Identities, symbolize::Symbolizer},
-    probe::{self, LoadOptions, ProbePoint, Probes, Uprobe, golang::GoTarget, tracepoints},
+    probe::{self, LoadOptions, ProbePoint, Probes, golang::GoTarget, tracepoints},
     report::outputs::{Outputs, Places},
     stacks::{StackTable, modules::ModuleMap},
     target::{Target, launch::Stopped, maps, pidfd::PidFd, proc},
@@ -117,43 +117,25 @@ fn attach(
     let mut probes = Probes::load(&load)?;
     probes.attach_tracepoints(&tracepoints::needed(&options.probes))?;
     log::debug!("tracepoints attached at {:?}", t.elapsed());
-    let mut uprobes =
-        if options.probes.kinds.contains(Kind::Heap) { allocator_uprobes(points) } else { Vec::new() };
+    if options.probes.kinds.contains(Kind::Heap) {
+        probes.attach_allocator(target.pid, points)?;
+    }
     if let Some(g) = go {
-        uprobes.extend(probe::golang::uprobes(&g.runtime, &g.object, options.probes.kinds));
+        let uprobes = probe::golang::uprobes(&g.runtime, &g.object, options.probes.kinds);
         log::info!(
             "{} ({}, layout from {:?})",
             g.runtime.version.raw,
             if g.runtime.stripped { "stripped" } else { "with symbols" },
             g.runtime.layout_source
         );
+        probes.attach_uprobes(target.pid, &uprobes)?;
     }
-    probes.attach_uprobes(target.pid, &uprobes)?;
     log::info!(
         "attached in {:?}; kernel memory of this session: {:.1} MiB",
         t.elapsed(),
         probe::kernel_memory_bytes() as f64 / f64::from(1 << 20)
     );
     Ok(probes)
-}
-
-/// The allocator functions' uprobes, return probes first (see `Probes::attach_uprobes`).
-fn allocator_uprobes(points: &[ProbePoint]) -> Vec<Uprobe> {
-    let returning = |p: &&ProbePoint| p.func != tracer_ebpf::func::FREE;
-    let uprobe = |program: &'static str, p: &ProbePoint| {
-        let skip = if p.skip == 0 { String::new() } else { format!("+{}", p.skip) };
-        Uprobe {
-            program,
-            object: p.object.clone(),
-            what: format!("{}{skip} in {}", p.name, p.display),
-            offset: p.offset + p.skip,
-            cookie: u64::from(p.func),
-        }
-    };
-    let returns = points.iter().filter(returning).map(|p| uprobe("lt_alloc_return", p));
-    let entries =
-        points.iter().map(|p| uprobe(if returning(&p) { "lt_alloc_enter" } else { "lt_free_enter" }, p));
-    returns.chain(entries).collect()
 }
 
 fn announce(target: &Target, points: &[ProbePoint], probes: &Probes) {
