@@ -392,20 +392,32 @@ impl KernelObjects {
     pub fn held_by(pid: u32) -> Self {
         let mut objects = Self::default();
         let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return objects };
+        // A map or program held through several descriptors is charged once.
+        let mut charged = BTreeSet::new();
         for fd in fds.filter_map(Result::ok) {
             let Ok(info) = std::fs::read_to_string(fd.path()) else { continue };
-            for line in info.lines() {
-                let value =
-                    |prefix: &str| line.strip_prefix(prefix).and_then(|v| v.trim().parse::<u64>().ok());
-                if let Some(id) = value("prog_id:") {
-                    objects.programs.insert(id as u32);
-                } else if let Some(id) = value("link_id:") {
-                    objects.links.insert(id as u32);
-                } else if let Some(link_type) = line.strip_prefix("link_type:") {
-                    objects.link_types.push(link_type.trim().to_string());
-                } else if let Some(bytes) = value("memlock:") {
-                    objects.memlock += bytes;
-                }
+            let value = |prefix: &str| {
+                info.lines().find_map(|l| l.strip_prefix(prefix)).and_then(|v| v.trim().parse::<u64>().ok())
+            };
+            let (map, prog, link) = (value("map_id:"), value("prog_id:"), value("link_id:"));
+            if let Some(id) = link
+                && objects.links.insert(id as u32)
+                && let Some(t) = info.lines().find_map(|l| l.strip_prefix("link_type:"))
+            {
+                objects.link_types.push(t.trim().to_string());
+            }
+            if let Some(id) = prog {
+                objects.programs.insert(id as u32);
+            }
+            let identity = match (map, prog, link) {
+                (Some(id), _, _) => Some(("map", id)),
+                (None, Some(id), None) => Some(("prog", id)),
+                _ => None,
+            };
+            if let (Some(identity), Some(bytes)) = (identity, value("memlock:"))
+                && charged.insert(identity)
+            {
+                objects.memlock += bytes;
             }
         }
         objects

@@ -92,7 +92,10 @@ records! {
         func: u32,
     }
     /// A block went to `free`.
-    Free = FREE, 24, { addr: u64 }
+    /// `caller`: the return address at the call (0 if unreadable), which tells the
+    /// allocator's own frees (glibc freeing its per-thread cache at thread exit) from
+    /// frees of blocks made before attach.
+    Free = FREE, 32, { addr: u64, caller: u64 }
     /// `realloc`/`reallocarray` returned a new block. The old block is released only
     /// here, after a non-NULL return.
     Realloc = REALLOC, 56, {

@@ -42,6 +42,7 @@ fn aggregator() -> Aggregator {
         open_fds: Vec::new(),
         growth: false,
         go: None,
+        allocator: None,
     };
     Aggregator::new(StackTable::new(Box::new(Fixed(stacks)), modules), &start)
 }
@@ -72,7 +73,7 @@ fn events() -> Vec<Event> {
             }
             (old, _) => {
                 live[slot] = 0;
-                Event::Free { ts_ns, addr: old }
+                Event::Free { ts_ns, addr: old, caller: 0 }
             }
         });
     }

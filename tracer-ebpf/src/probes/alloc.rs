@@ -263,7 +263,7 @@ fn reallocated(tid: u32, call: &AllocCall, ret: u64) -> Option<()> {
             func: call.func,
         });
     } else if old_known {
-        emit(&Free { header: header::<Free>(tid), addr: call.arg });
+        emit(&Free { header: header::<Free>(tid), addr: call.arg, caller: 0 });
     }
     Some(())
 }
@@ -287,6 +287,8 @@ fn try_free_enter(ctx: &ProbeContext) -> Option<()> {
     if sampling {
         let _ = SAMPLED.remove(addr);
     }
-    emit(&Free { header: header::<Free>(tid), addr });
+    // The probe sits where the stack pointer is still the entry's: the return address.
+    let caller = read_user::<u64>(regs.rsp).unwrap_or(0);
+    emit(&Free { header: header::<Free>(tid), addr, caller });
     Some(())
 }

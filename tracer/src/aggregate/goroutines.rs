@@ -131,6 +131,15 @@ impl Goroutines {
         }
     }
 
+    /// Live goroutines born after `since_ns`, by site.
+    pub fn young(&self, since_ns: u64) -> Vec<(SiteIdx, u32)> {
+        let mut by_site: std::collections::HashMap<SiteIdx, u32> = std::collections::HashMap::new();
+        for g in self.live.values().filter(|g| g.born_ns > since_ns) {
+            *by_site.entry(g.site).or_default() += 1;
+        }
+        by_site.into_iter().collect()
+    }
+
     /// Live goroutines known.
     pub fn count(&self) -> u64 {
         self.live.len() as u64

@@ -88,7 +88,7 @@ impl Heap {
         sites.get_mut(site).born(b.size, f64::from(weight));
         if reused {
             coverage.address_reused += 1;
-            self.free(b.addr, sites, coverage);
+            self.free(b.addr, sites);
         }
         let compact = match u32::try_from(b.size) {
             Ok(small) if small != LARGE => small,
@@ -101,17 +101,15 @@ impl Heap {
         self.blocks.insert(b.addr, Block { size: compact, born_ms, site, weight });
     }
 
-    pub fn free(&mut self, addr: u64, sites: &mut Sites, coverage: &mut Coverage) {
-        match self.blocks.remove(&addr) {
-            Some(block) => {
-                let size = self.size_of(addr, &block);
-                if block.size == LARGE {
-                    self.large.remove(&addr);
-                }
-                sites.get_mut(block.site).released(size, true, f64::from(block.weight));
-            }
-            None => coverage.unknown_frees += 1,
+    /// Releases the block at `addr`; false if it was not known.
+    pub fn free(&mut self, addr: u64, sites: &mut Sites) -> bool {
+        let Some(block) = self.blocks.remove(&addr) else { return false };
+        let size = self.size_of(addr, &block);
+        if block.size == LARGE {
+            self.large.remove(&addr);
         }
+        sites.get_mut(block.site).released(size, true, f64::from(block.weight));
+        true
     }
 
     /// Adds every block to its site's live (count, bytes) if `old_enough` says so;

@@ -34,6 +34,7 @@ use self::{
     resident::Resident,
     sites::{SiteIdx, Sites},
 };
+pub use crate::probe::points::AllocatorCode;
 use crate::{
     event::{Event, GcPhase},
     stacks::{StackId, StackTable, golang::scan::GoroutineState},
@@ -62,6 +63,9 @@ pub struct Coverage {
     pub unknown_goheap_frees: u64,
     /// Closes of descriptors not known to be open (failed closes, mostly).
     pub unknown_closes: u64,
+    /// Frees called from the allocator's own code (glibc freeing its per-thread cache
+    /// at thread exit) of blocks it made without its public entry points: not misses.
+    pub allocator_internal_frees: u64,
 }
 
 /// How the aggregator starts.
@@ -82,6 +86,8 @@ pub struct Start {
     pub growth: bool,
     /// A Go program: how its runtime numbers goroutine statuses.
     pub go: Option<Statuses>,
+    /// The traced allocator's code, to tell its own frees from misses.
+    pub allocator: Option<AllocatorCode>,
 }
 
 pub struct Aggregator {
@@ -98,6 +104,7 @@ pub struct Aggregator {
     pub goheap: GoHeap,
     await_exec: bool,
     pid: u32,
+    allocator: Option<AllocatorCode>,
 }
 
 /// Age of live things, in seconds.
@@ -154,6 +161,7 @@ impl Aggregator {
             goheap: GoHeap::default(),
             await_exec: start.await_exec,
             pid: start.pid,
+            allocator: start.allocator.clone(),
         };
         if !start.open_fds.is_empty() {
             agg.fds.preexisting(&start.open_fds, start.epoch_ns, &mut agg.sites);
@@ -257,6 +265,11 @@ impl Aggregator {
     }
 
     /// Live goroutines (a Go target).
+    /// Live goroutines born after `since_ns` (CLOCK_MONOTONIC), by site.
+    pub fn young_goroutines(&self, since_ns: u64) -> Vec<(SiteIdx, u32)> {
+        self.goroutines.as_ref().map(|gs| gs.young(since_ns)).unwrap_or_default()
+    }
+
     pub fn goroutine_count(&self) -> Option<u64> {
         self.goroutines.as_ref().map(Goroutines::count)
     }
@@ -309,10 +322,10 @@ impl Aggregator {
                 let block = NewBlock { ts_ns, addr, size, stack, func, threshold };
                 self.heap.allocate(&block, &mut self.sites, &mut self.stacks, &mut self.coverage);
             }
-            Event::Free { addr, .. } => self.heap.free(addr, &mut self.sites, &mut self.coverage),
+            Event::Free { addr, caller, .. } => self.free(addr, caller),
             Event::Realloc { ts_ns, old, addr, size, stack, func, threshold } => {
-                if old != 0 {
-                    self.heap.free(old, &mut self.sites, &mut self.coverage);
+                if old != 0 && !self.heap.free(old, &mut self.sites) {
+                    self.coverage.unknown_frees += 1;
                 }
                 let stack = self.stack(stack);
                 let block = NewBlock { ts_ns, addr, size, stack, func, threshold };
@@ -395,6 +408,31 @@ impl Aggregator {
             live_sites: per_site.iter().filter(|l| l.0 > 0.0).count() as u64,
         };
         LiveFigures { per_site, totals }
+    }
+
+    fn free(&mut self, addr: u64, caller: u64) {
+        if !self.heap.free(addr, &mut self.sites) {
+            self.unknown_free(caller);
+        }
+    }
+
+    /// A free of a block never seen allocated: from the allocator's own code, one of its
+    /// own blocks; from anywhere else, a block made before attach (or a miss).
+    fn unknown_free(&mut self, caller: u64) {
+        let location = self.stacks.modules.lookup(caller);
+        let at = location.and_then(|l| Some((self.stacks.modules.module(l.module?).path.as_str(), l.offset)));
+        let internal = match (&self.allocator, at) {
+            (Some(code), Some((module, offset))) => code.module == module && code.offsets.contains(&offset),
+            _ => false,
+        };
+        if internal {
+            self.coverage.allocator_internal_frees += 1;
+            return;
+        }
+        self.coverage.unknown_frees += 1;
+        if self.coverage.unknown_frees <= 100 {
+            log::debug!("free of a block not seen allocated, called from {caller:#x} ({at:?})");
+        }
     }
 
     /// Calls `f(site, born_ns)` for every live thing of every kind.

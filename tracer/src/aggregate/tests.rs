@@ -53,6 +53,7 @@ fn aggregator_with(await_exec: bool, max_live: usize) -> Aggregator {
         open_fds: Vec::new(),
         growth: false,
         go: None,
+        allocator: Some(AllocatorCode { module: "/usr/bin/app".into(), offsets: 0x1800..0x1900 }),
     };
     Aggregator::new(StackTable::new(Box::new(Fixed(stacks)), modules), &start)
 }
@@ -69,7 +70,7 @@ fn alloc(ts: u64, addr: u64, size: u64, stack: u64) -> Event {
 }
 
 fn free(addr: u64) -> Event {
-    Event::Free { ts_ns: 0, addr }
+    Event::Free { ts_ns: 0, addr, caller: 0x7100 }
 }
 
 fn mmap(addr: u64, len: u64, stack: StackId, origin: Origin) -> Event {
@@ -379,4 +380,15 @@ proptest! {
         prop_assert_eq!(live_of(&agg, 1, SiteKind::Mmap { file: false }).1, pages.len() as u64 * 4096);
         prop_assert_eq!(agg.live_figures(0, 0).totals.mapped_bytes, pages.len() as u64 * 4096);
     }
+}
+
+#[test]
+fn frees_from_the_allocator_s_own_code_are_not_misses() {
+    let mut agg = aggregator();
+    // Called from the allocator (file offset 0x1850 of the app: runtime 0x7850).
+    agg.apply(&Event::Free { ts_ns: 0, addr: 0x5000, caller: 0x7850 });
+    // From the program, or from the loader: blocks made before attach.
+    agg.apply(&Event::Free { ts_ns: 0, addr: 0x5010, caller: 0x7100 });
+    agg.apply(&Event::Free { ts_ns: 0, addr: 0x5020, caller: 0x1004 });
+    assert_eq!((agg.coverage.allocator_internal_frees, agg.coverage.unknown_frees), (1, 2));
 }

@@ -38,9 +38,11 @@ pub enum Event {
         func: u32,
         threshold: u32,
     },
+    /// `caller`: the return address of the call to `free` (0 if unknown).
     Free {
         ts_ns: u64,
         addr: u64,
+        caller: u64,
     },
     /// A block moved or resized; `old` is 0 when realloc acted as malloc.
     Realloc {
@@ -250,7 +252,7 @@ fn decode_memory(bytes: &[u8]) -> Result<Event, DecodeError> {
         }
         kind::FREE => {
             let r: record::Free = read(bytes)?;
-            Event::Free { ts_ns: r.header.ts_ns, addr: r.addr }
+            Event::Free { ts_ns: r.header.ts_ns, addr: r.addr, caller: r.caller }
         }
         kind::REALLOC => {
             let r: record::Realloc = read(bytes)?;

@@ -94,7 +94,7 @@ fn decodes_the_end_of_a_process() {
 #[test]
 fn rejects_short_records_and_unknown_kinds() {
     assert_eq!(Event::decode(&[1, 0]), Err(DecodeError::Short(2)));
-    let free = bytes_of(&record::Free { header: header::<record::Free>(1), addr: 16 });
+    let free = bytes_of(&record::Free { header: header::<record::Free>(1), addr: 16, caller: 0 });
     assert!(matches!(Event::decode(&free[..20]), Err(DecodeError::Size { .. })));
     let mut unknown = free.clone();
     unknown[..4].copy_from_slice(&99u32.to_ne_bytes());

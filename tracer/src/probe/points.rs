@@ -57,6 +57,32 @@ pub struct ProbePoint {
     pub skip: u64,
 }
 
+/// Where the allocator's own code is: its public functions and what lies between them
+/// (one compilation unit in glibc and jemalloc), as file offsets of its module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllocatorCode {
+    /// The module's path as the target sees it.
+    pub module: String,
+    pub offsets: std::ops::Range<u64>,
+}
+
+/// Where the allocator's own code is: from its first public function to a page past its
+/// last, in the object that provides `free`.
+pub fn allocator_code(points: &[ProbePoint]) -> Option<AllocatorCode> {
+    let free = points.iter().find(|p| p.func == tracer_ebpf::func::FREE)?;
+    let offsets = points.iter().filter(|p| p.display == free.display).map(|p| p.offset);
+    let (first, last) = offsets.fold((u64::MAX, 0), |(lo, hi), o| (lo.min(o), hi.max(o)));
+    // The module as the target's maps will name it: a running target's path is that
+    // already; a command about to start was resolved here, maybe through a symbolic
+    // link (/lib is /usr/lib on a merged-/usr system).
+    let module = if free.object.starts_with("/proc") {
+        free.display.clone()
+    } else {
+        std::fs::canonicalize(&free.object).map_or_else(|_| free.display.clone(), |p| p.display().to_string())
+    };
+    Some(AllocatorCode { module, offsets: first..last.saturating_add(4096) })
+}
+
 /// Candidates of a running process: every file it has executable code mapped from.
 pub fn candidates_from_maps(pid: u32, maps: &[MapEntry], exe: &Path) -> Vec<Candidate> {
     let mut seen = HashSet::new();

@@ -302,6 +302,7 @@ fn coverage(user: &Coverage, stacks: &StackTable, kernel: &KernelCounters) -> Co
         unknown_closes: user.unknown_closes,
         read_errors: kernel.read_errors,
         abandoned_calls: kernel.abandoned_calls,
+        allocator_internal_frees: user.allocator_internal_frees,
         ..CoverageInfo::default()
     }
 }

@@ -62,6 +62,7 @@ impl<'a> Session<'a> {
             },
             growth: options.probes.mode == Mode::Growth,
             go: None,
+            allocator: probe::points::allocator_code(&points),
         };
         let go = go.map(|g| GoSession::new(target.pid, g.runtime, g.bias));
         let start = aggregate::Start { go: go.as_ref().map(GoSession::statuses), ..start };

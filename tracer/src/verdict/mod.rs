@@ -66,8 +66,11 @@ impl Verdicts {
     }
 
     /// Records every site's live figures, and the process-wide ones, at `t` seconds.
-    pub fn sample(&mut self, t: f64, sites: &Sites, process: ProcessSample) {
-        self.series.sample(t, sites, process);
+    /// `in_flight` are things not to count yet, by site: goroutines a second old or
+    /// less are work in flight (a churning site is full of them at any instant), not a
+    /// leak, whose goroutines stay.
+    pub fn sample(&mut self, t: f64, sites: &Sites, process: ProcessSample, in_flight: &[(SiteIdx, u32)]) {
+        self.series.sample(t, sites, process, in_flight);
     }
 
     /// Judges every group of sites on its series so far.
@@ -174,7 +177,7 @@ mod tests {
         for tick in 0..40 {
             sites.get_mut(leak).born(64, 1.0);
             let rss = Some(1_000_000 + 4096 * u64::from(tick as u32));
-            verdicts.sample(f64::from(tick) * 0.5, &sites, ProcessSample { rss, ..Default::default() });
+            verdicts.sample(f64::from(tick) * 0.5, &sites, ProcessSample { rss, ..Default::default() }, &[]);
             let groups =
                 [Group { first: leak, members: vec![leak] }, Group { first: flat, members: vec![flat] }];
             verdicts.evaluate(&groups);

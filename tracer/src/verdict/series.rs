@@ -51,7 +51,7 @@ impl SeriesStore {
     }
 
     /// Takes one sample of every site's running figures at `t`.
-    pub fn sample(&mut self, t: f64, sites: &Sites, process: ProcessSample) {
+    pub fn sample(&mut self, t: f64, sites: &Sites, process: ProcessSample, in_flight: &[(SiteIdx, u32)]) {
         if self.times.len() == self.capacity {
             self.halve();
         }
@@ -66,6 +66,11 @@ impl SeriesStore {
             let series = &mut self.sites[idx as usize];
             series.counts.push(site.live_count as f32);
             series.bytes.push(site.live_bytes as f32);
+        }
+        for &(idx, n) in in_flight {
+            if let Some(count) = self.sites.get_mut(idx as usize).and_then(|s| s.counts.last_mut()) {
+                *count = (*count - n as f32).max(0.0);
+            }
         }
     }
 
@@ -134,11 +139,11 @@ mod tests {
         let a = sites.intern(key(1));
         for t in 0..3 {
             sites.get_mut(a).born(10, 1.0);
-            store.sample(f64::from(t), &sites, ProcessSample { rss: Some(100), ..Default::default() });
+            store.sample(f64::from(t), &sites, ProcessSample { rss: Some(100), ..Default::default() }, &[]);
         }
         let b = sites.intern(key(2));
         sites.get_mut(b).born(5, 1.0);
-        store.sample(3.0, &sites, ProcessSample::default());
+        store.sample(3.0, &sites, ProcessSample::default(), &[]);
         let (t, counts, bytes) = store.group(&[a, b]);
         assert_eq!(t, [0.0, 1.0, 2.0, 3.0]);
         assert_eq!(counts, [1.0, 2.0, 3.0, 4.0]);
@@ -161,7 +166,7 @@ mod tests {
             if let Some(b) = b {
                 sites.get_mut(b).born(2, 1.0);
             }
-            store.sample(f64::from(t), &sites, ProcessSample::default());
+            store.sample(f64::from(t), &sites, ProcessSample::default(), &[]);
             assert!(store.times().len() <= 16);
         }
         // Every sample still says live count = t + 1 for a, and 2 * (t - 6) bytes for b.
