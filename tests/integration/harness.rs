@@ -524,13 +524,13 @@ pub fn sites_at<'a>(report: &'a Value, function: &str) -> Vec<&'a Value> {
     memory_sites(report).filter(|s| first_function(s) == Some(function)).collect()
 }
 
-/// The sites of memory kinds (heap, mmap, brk): what the native tests are about.
+/// The sites of memory kinds (heap, mmap, brk, resident pages): what the native tests are about.
 pub fn memory_sites(report: &Value) -> impl Iterator<Item = &Value> {
     report["sites"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|s| matches!(s["kind"].as_str(), Some("heap" | "mmap" | "brk")))
+        .filter(|s| matches!(s["kind"].as_str(), Some("heap" | "mmap" | "brk" | "resident")))
 }
 
 /// The sites of one kind.

@@ -19,7 +19,8 @@ pub fn tests() -> Vec<libtest_mimic::Trial> {
         killing_leaktracer_at_any_phase_leaves_nothing,
         four_sessions_at_once,
         a_closed_pipe_does_not_end_tracing,
-        uprobes_go_through_the_links_the_kernel_allows
+        uprobes_go_through_the_links_the_kernel_allows,
+        growth_mode_names_the_leak_not_the_hot_working_set
     ]
 }
 
@@ -303,4 +304,37 @@ fn uprobes_go_through_the_links_the_kernel_allows() {
     assert_eq!(counts(site_at(&report, "scratch_work")), (40, 40));
     run.objects.assert_gone();
     fixture.finish();
+}
+
+/// `--mode growth` (first touches of new memory, no allocator probes): the function that
+/// leaks 1 MiB/s is a leak; the one that keeps rewriting a 4 MiB working set is not.
+fn growth_mode_names_the_leak_not_the_hot_working_set() {
+    let mut cmd = Command::new(LEAKTRACER);
+    cmd.args([
+        "run",
+        "--mode",
+        "growth",
+        "--format",
+        "json",
+        "--interval",
+        "2s",
+        "--duration",
+        "20s",
+        "--top",
+        "0",
+    ])
+    .args(["--"])
+    .arg(fixture("growth.c"));
+    let run = Tracer::start(cmd).wait();
+    assert_eq!(run.status.code(), Some(143), "the command is ended by SIGTERM at --duration: {}", run.stderr);
+    let report = run.final_report();
+    let leak = sites_through(&report, "grow_leak");
+    assert!(!leak.is_empty(), "no site through grow_leak");
+    assert!(leak.iter().all(|s| s["kind"] == "resident"), "{leak:#?}");
+    assert!(leak.iter().any(|s| s["verdict"] == "leak"), "{leak:#?}");
+    let hot = sites_through(&report, "hot_working_set");
+    assert!(hot.iter().all(|s| s["verdict"] != "leak" && s["verdict"] != "growing"), "{hot:#?}");
+    // No allocator probes in this mode: no heap sites at all.
+    assert!(sites_of_kind(&report, "heap").is_empty());
+    run.objects.assert_gone();
 }

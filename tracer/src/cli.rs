@@ -141,7 +141,8 @@ pub struct TraceArgs {
     pub kind: Vec<Kind>,
 
     /// full: every allocator call (exact live blocks). growth: only first touches of new
-    /// pages (near-free, RSS-level: the code that made resident memory grow).
+    /// pages (near-free, RSS-level: the code that made resident memory grow); the
+    /// allocator is not probed at all, so `heap` is left out of --kind.
     #[arg(long, default_value = "full")]
     pub mode: Mode,
 
@@ -215,8 +216,13 @@ pub struct TraceArgs {
 impl TraceArgs {
     /// The engine's options; `keep_running` only means something for `run`.
     pub fn session_options(&self, keep_running: bool) -> SessionOptions {
-        let kinds: Kinds =
+        let mut kinds: Kinds =
             if self.kind.is_empty() { Kinds::all() } else { self.kind.iter().copied().collect() };
+        if self.mode == Mode::Growth {
+            // Growth mode follows resident pages instead of allocator calls: it costs
+            // nothing per allocation because nothing probes the allocator.
+            kinds.remove(Kind::Heap);
+        }
         SessionOptions {
             duration: self.duration,
             interval: self.interval,

@@ -62,22 +62,25 @@ impl Unwinder {
     }
 
     /// The rule for code address `pc` (`is_return`: a return address, whose rule is the
-    /// call instruction's, one byte before).
-    pub fn rule(&mut self, modules: &mut ModuleMap, pc: u64, is_return: bool) -> UnwindRule {
+    /// call instruction's, one byte before). `None` for code in no module known yet (a
+    /// library mapped since the maps were last read): no rule now, and none remembered
+    /// or taught, so a later sample finds the right one.
+    pub fn rule(&mut self, modules: &mut ModuleMap, pc: u64, is_return: bool) -> Option<UnwindRule> {
         let at = if is_return { pc.saturating_sub(1) } else { pc };
         if let Some(range) = self.ranges.iter().find(|r| at >= r.start && at < r.end) {
-            return range.rule;
+            return Some(range.rule);
         }
         let key = if is_return { pc | RETURN_ADDRESS_KEY } else { pc };
         if let Some(rule) = self.known.get(&key) {
-            return *rule;
+            return Some(*rule);
         }
+        modules.locate(pc)?.module?;
         let rule = self.rule_from_cfi(modules, pc, is_return).unwrap_or(NO_RULE);
         if self.known.len() >= MAX_KNOWN_RULES {
             self.known.clear();
         }
         self.known.insert(key, rule);
-        rule
+        Some(rule)
     }
 
     fn rule_from_cfi(&mut self, modules: &mut ModuleMap, pc: u64, is_return: bool) -> Option<UnwindRule> {
@@ -110,7 +113,7 @@ impl Unwinder {
                 UnwindRule::AT_ENTRY
             } else {
                 let is_return = i > 0;
-                let rule = self.rule(modules, regs.pc, is_return);
+                let Some(rule) = self.rule(modules, regs.pc, is_return) else { break };
                 let key = if is_return { regs.pc | RETURN_ADDRESS_KEY } else { regs.pc };
                 if !self.in_range(regs.pc, is_return) {
                     self.taught.insert(key);
@@ -211,8 +214,8 @@ mod tests {
             end: pc + 16,
             rule: UnwindRule::FRAME_POINTER,
         }]);
-        assert_eq!(unwinder.rule(&mut modules, pc, false), UnwindRule::FRAME_POINTER);
-        assert_eq!(unwinder.rule(&mut modules, pc + 1, true), UnwindRule::FRAME_POINTER);
+        assert_eq!(unwinder.rule(&mut modules, pc, false), Some(UnwindRule::FRAME_POINTER));
+        assert_eq!(unwinder.rule(&mut modules, pc + 1, true), Some(UnwindRule::FRAME_POINTER));
         assert!(unwinder.in_range(pc + 16, true), "a return address right after a range's end call");
     }
 
