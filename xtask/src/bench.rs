@@ -28,6 +28,8 @@ enum How {
     Tracer(&'static [&'static str]),
     /// bpftrace -c with this script (`LIBC` replaced by libc's path).
     Bpftrace(&'static str),
+    /// heaptrack (LD_PRELOAD; launch only), recording raw data.
+    Heaptrack,
 }
 
 /// A memleak-style bpftrace script, as any user can write one: the size saved by thread at
@@ -53,7 +55,20 @@ const OVERHEAD_CONFIGS: &[Config] = &[
     Config { name: "leaktracer, full tracing", how: How::Tracer(&[]) },
     Config { name: "leaktracer, probes at entries", how: How::Tracer(&["--probe-placement", "entry"]) },
     Config { name: "leaktracer, --sample-bytes 524288", how: How::Tracer(&["--sample-bytes", "524288"]) },
+    Config { name: "leaktracer, --mode growth", how: How::Tracer(&["--mode", "growth"]) },
+    Config { name: "heaptrack (LD_PRELOAD)", how: How::Heaptrack },
     Config { name: "bpftrace memleak-style script", how: How::Bpftrace(BPFTRACE_MEMLEAK) },
+];
+
+/// The floor's row in `OVERHEAD_CONFIGS`, and the rows compared with it.
+const FLOOR: usize = 1;
+const FULL: usize = 2;
+const SAMPLED: usize = 4;
+const BPFTRACE: usize = 7;
+
+const GO_CONFIGS: &[Config] = &[
+    Config { name: "untraced", how: How::Untraced },
+    Config { name: "leaktracer (goroutines, defers, Go heap)", how: How::Tracer(&[]) },
 ];
 
 pub fn run(runs: usize, iterations: u64, only: Option<&str>) -> anyhow::Result<()> {
@@ -74,24 +89,26 @@ pub fn run(runs: usize, iterations: u64, only: Option<&str>) -> anyhow::Result<(
     let want = |part: &str| only.is_none_or(|o| o == part);
 
     if want("overhead") {
-        println!("\n## Overhead against the floor and a bpftrace peer");
-        let t = bench.table(OVERHEAD_CONFIGS, runs)?;
+        println!("\n## Overhead against the floor and the peers");
+        let t = bench.table(OVERHEAD_CONFIGS, runs, &[])?;
         let added = |i: usize| t.added_us(i);
         println!(
             "\nadded per call: floor {:.3} us, full {:.3} us ({:.2}x the floor; bpftrace adds {:.1}x more), \
-             sampled {:.3} us ({:.2}x the floor); probes at entries {:.3} us",
-            added(1),
-            added(2),
-            added(2) / added(1),
-            added(5) / added(2),
-            added(4),
-            added(4) / added(1),
-            added(3),
+             sampled {:.3} us ({:.2}x the floor)",
+            added(FLOOR),
+            added(FULL),
+            added(FULL) / added(FLOOR),
+            added(BPFTRACE) / added(FULL),
+            added(SAMPLED),
+            added(SAMPLED) / added(FLOOR),
         );
+    }
+    if want("go") {
+        go_bench(&root, &out, &bench.tracer, runs)?;
     }
     if want("stacks") {
         println!("\n## Stack capture");
-        let t = bench.table(STACK_CONFIGS, runs)?;
+        let t = bench.table(STACK_CONFIGS, runs, &[])?;
         let per_call = |i: usize| t.added_us(i) - t.added_us(1);
         println!(
             "\nstack capture per allocator call (over tracing without stacks): frame pointers {:.3} us, \
@@ -135,14 +152,14 @@ impl Table {
 }
 
 impl Bench {
-    fn table(&self, configs: &[Config], runs: usize) -> anyhow::Result<Table> {
+    fn table(&self, configs: &[Config], runs: usize, args: &[&str]) -> anyhow::Result<Table> {
         // Warm-up: page cache, CPU frequency.
-        self.measure(&configs[0], &[])?;
+        self.measure(&configs[0], args)?;
         let mut times: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
         let mut calls = 0;
         for round in 0..runs {
             for (i, config) in configs.iter().enumerate() {
-                let (c, secs) = self.measure(config, &[])?;
+                let (c, secs) = self.measure(config, args)?;
                 calls = c;
                 times[i].push(secs);
                 eprintln!("xtask: run {}/{runs}: {:<40} {secs:.3} s", round + 1, config.name);
@@ -154,14 +171,19 @@ impl Bench {
             "\nworkload: {} iterations, {calls} allocator calls; {runs} runs of each, in turns",
             self.iterations
         );
+        // Ratios to the floor (same probes, empty programs) when the table has one.
+        let floor = configs.iter().position(|c| c.name.starts_with("floor")).map(|i| stats[i].0 - base);
         println!(
-            "{:<40} {:>10} {:>21} {:>14} {:>8}",
-            "configuration", "median s", "min - max s", "+us per call", "ratio"
+            "{:<42} {:>10} {:>21} {:>13} {:>11} {:>9}",
+            "configuration", "median s", "min - max s", "+us per call", "x untraced", "x floor"
         );
         for (config, (median, min, max)) in configs.iter().zip(&stats) {
             let added = (median - base) / calls as f64 * 1e6;
+            let to_floor = floor
+                .filter(|f| *f > 0.0)
+                .map_or(String::from("-"), |f| format!("{:.2}", (median - base) / f));
             println!(
-                "{:<40} {median:>10.3} {:>21} {added:>14.3} {:>8.2}",
+                "{:<42} {median:>10.3} {:>21} {added:>13.3} {:>11.2} {to_floor:>9}",
                 config.name,
                 format!("{min:.3} - {max:.3}"),
                 median / base
@@ -190,10 +212,21 @@ impl Bench {
                 c.arg("-e").arg(script.replace("LIBC", &libc_path()?)).arg("-c").arg(workload.join(" "));
                 c
             }
+            How::Heaptrack => {
+                // Its data file goes to the working directory: a scratch one, emptied after.
+                let dir = self.workload.with_file_name("heaptrack");
+                std::fs::create_dir_all(&dir)?;
+                let mut c = Command::new("heaptrack");
+                c.current_dir(&dir).arg("--raw").args(&workload);
+                c
+            }
         };
         let out = command.output().with_context(|| format!("cannot run {}", config.name))?;
         if !out.status.success() {
             bail!("{} failed: {}", config.name, String::from_utf8_lossy(&out.stderr));
+        }
+        if matches!(config.how, How::Heaptrack) {
+            let _ = std::fs::remove_dir_all(self.workload.with_file_name("heaptrack"));
         }
         let stdout = String::from_utf8_lossy(&out.stdout);
         let line = stdout.lines().find(|l| l.starts_with("calls ")).unwrap_or_default();
@@ -208,6 +241,7 @@ impl Bench {
     /// (detaching) on a process with 100 threads.
     fn attach_times(&self, runs: usize) -> anyhow::Result<()> {
         let mut rows = Vec::new();
+        let mut kernel = Vec::new();
         for _ in 0..runs {
             let mut target =
                 Command::new(&self.workload).args(["0", "threads", "100"]).stdout(Stdio::piped()).spawn()?;
@@ -228,12 +262,16 @@ impl Bench {
                     "--duration",
                     "150ms",
                 ])
-                .args(["--format", "json"])
+                .args(["--format", "json", "-v"])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()?;
             let mut stderr = BufReader::new(tracer.stderr.take().context("stderr")?).lines();
+            let mut kernel_mib = f64::NAN;
             while let Some(line) = stderr.next().transpose()? {
+                if let Some(mib) = line.split("kernel memory of this session: ").nth(1) {
+                    kernel_mib = mib.trim_end_matches(" MiB").parse().unwrap_or(f64::NAN);
+                }
                 if line.starts_with("leaktracer: tracing") {
                     break;
                 }
@@ -248,6 +286,7 @@ impl Bench {
             let _ = target.kill();
             let _ = target.wait();
             rows.push((attached, first_report, exited));
+            kernel.push(kernel_mib);
         }
         let column = |f: fn(&(f64, f64, f64)) -> f64| summary(&rows.iter().map(f).collect::<Vec<_>>());
         for (name, (median, min, max)) in [
@@ -257,6 +296,10 @@ impl Bench {
         ] {
             println!("{name:<36} median {median:.3} s  (min {min:.3}, max {max:.3})");
         }
+        let (median, min, max) = summary(&kernel);
+        println!(
+            "kernel memory of the session (maps and programs, as charged): median {median:.1} MiB (min {min:.1}, max {max:.1})"
+        );
         Ok(())
     }
 
@@ -310,4 +353,29 @@ fn summary(values: &[f64]) -> (f64, f64, f64) {
     v.sort_by(f64::total_cmp);
     let median = if v.len() % 2 == 1 { v[v.len() / 2] } else { (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0 };
     (median, v[0], v[v.len() - 1])
+}
+
+/// The Go runtime probes' cost: goroutines created and ended, and parks, each timed
+/// from inside a Go program (Go 1.27), untraced and traced, side by side.
+fn go_bench(root: &Path, out: &Path, tracer: &Path, runs: usize) -> anyhow::Result<()> {
+    let go = setup::go_tool(27).context("Go 1.27 is not installed (cargo xtask setup)")?;
+    let exe = out.join("gochurn");
+    cmd::run(
+        Command::new(go)
+            .current_dir(root.join("tests/bench/gochurn"))
+            .env("GOTOOLCHAIN", "local")
+            .env("GOPROXY", "off")
+            .env("GOFLAGS", "-mod=mod")
+            .env("CGO_ENABLED", "0")
+            .env("GOCACHE", out.join("gocache"))
+            .args(["build", "-o"])
+            .arg(&exe),
+    )?;
+    let bench = Bench { tracer: tracer.to_path_buf(), workload: exe, iterations: 200_000 };
+    for (mode, what) in [("create", "goroutine created and ended"), ("park", "park")] {
+        println!("\n## Go: {what} (Go 1.27)");
+        let t = bench.table(GO_CONFIGS, runs, &[mode])?;
+        println!("\nadded per {what}: {:.3} us", t.added_us(1));
+    }
+    Ok(())
 }

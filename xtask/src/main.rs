@@ -77,7 +77,7 @@ enum Task {
         /// Workload iterations (about 1.75 allocator calls each).
         #[arg(long, default_value_t = 300_000)]
         iterations: u64,
-        /// Only one part: overhead, stacks, attach, memory or aggregator.
+        /// Only one part: overhead, go, stacks, attach, memory or aggregator.
         #[arg(long)]
         only: Option<String>,
     },

