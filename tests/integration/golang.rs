@@ -210,7 +210,7 @@ fn pools_and_churn_are_stable(minor: u32, stripped: bool) {
         assert!(run.status.success(), "{}: {}", run.status, run.stderr);
         let report = run.final_report();
         let site = go_site(&report, f, marker).unwrap_or_else(|| panic!("no site at {marker}: {report:#}"));
-        assert_eq!(site["verdict"], "stable", "{marker}: {site:#}");
+        assert_eq!(site["verdict"], "stable", "{marker}: {site:#}\ncoverage: {}", report["coverage"]);
         let leaks: Vec<&Value> =
             sites_of_kind(&report, "goroutine").into_iter().filter(|s| s["verdict"] == "leak").collect();
         assert!(leaks.is_empty(), "{marker}: no goroutine site is a leak: {leaks:#?}");

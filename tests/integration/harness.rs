@@ -15,7 +15,7 @@ use std::{
     collections::BTreeSet,
     io::{BufRead, BufReader, Read, Write},
     path::{Path, PathBuf},
-    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    process::{Child, ChildStdin, Command, Stdio},
     sync::{
         Mutex, OnceLock,
         atomic::{AtomicU32, Ordering},
@@ -182,9 +182,13 @@ pub fn line_of(source: &str, marker: &str) -> u32 {
 pub struct Fixture {
     pub child: Child,
     stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
+    /// Its stdout, line by line, read on a thread of its own (so waits have deadlines).
+    stdout: mpsc::Receiver<String>,
     pub output: String,
 }
+
+/// How long a fixture may take to answer.
+const FIXTURE_DEADLINE: Duration = Duration::from_secs(120);
 
 impl Fixture {
     pub fn start(exe: &Path) -> Self {
@@ -194,7 +198,7 @@ impl Fixture {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.display()));
         let stdin = child.stdin.take();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let stdout = lines_of(child.stdout.take().unwrap());
         let mut f = Self { child, stdin, stdout, output: String::new() };
         f.expect_line("ready");
         f
@@ -218,12 +222,15 @@ impl Fixture {
 
     /// Reads lines until one equals `line` (the others are kept in `output`).
     pub fn expect_line(&mut self, line: &str) {
+        let deadline = Instant::now() + FIXTURE_DEADLINE;
         loop {
-            let mut buf = String::new();
-            let n = self.stdout.read_line(&mut buf).unwrap();
-            assert!(n > 0, "fixture ended before printing {line:?}; output so far:\n{}", self.output);
-            self.output.push_str(&buf);
-            if buf.trim_end() == line {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let got = self
+                .stdout
+                .recv_timeout(left)
+                .unwrap_or_else(|e| panic!("fixture: no {line:?} ({e}); output so far:\n{}", self.output));
+            self.output.push_str(&got);
+            if got.trim_end() == line {
                 return;
             }
         }
@@ -232,9 +239,10 @@ impl Fixture {
     /// Closes stdin, so the fixture exits, and waits for it.
     pub fn finish(mut self) -> String {
         drop(self.stdin.take());
-        let mut rest = String::new();
-        self.stdout.read_to_string(&mut rest).unwrap();
-        self.output.push_str(&rest);
+        let deadline = Instant::now() + FIXTURE_DEADLINE;
+        while let Ok(line) = self.stdout.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            self.output.push_str(&line);
+        }
         let status = self.child.wait().unwrap();
         assert!(status.success(), "fixture failed: {status}");
         std::mem::take(&mut self.output)
@@ -340,8 +348,20 @@ impl Tracer {
         self.wait()
     }
 
+    /// Waits for leaktracer to end by itself (at most five minutes: then it is killed and
+    /// the test fails, rather than hang).
     pub fn wait(mut self) -> Run {
-        let status = self.child.wait().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                panic!("leaktracer did not end within 5 minutes:\n{}", self.stderr);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
         let stdout = self.taken + &self.stdout.iter().collect::<String>();
         let rest = self.stderr_rest.recv().unwrap_or_default();
         Run { status, stdout, stderr: self.stderr + &rest, objects: self.objects }

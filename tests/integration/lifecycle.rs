@@ -135,17 +135,43 @@ fn interval_and_duration() {
 
 /// `--fail-on-leak`: exit status 3 when the final report has a leak, 0 otherwise.
 fn fail_on_leak_gates_on_the_final_verdict() {
-    for (program, status) in [("unbounded_cache.c", 3), ("batches.c", 0)] {
-        let mut child =
-            Command::new(corpus_program(program)).stdout(std::process::Stdio::null()).spawn().unwrap();
-        let tracer = Tracer::attach(child.id(), &["--duration", "15s", "--fail-on-leak"]);
-        let run = tracer.wait();
-        let _ = child.kill();
-        let _ = child.wait();
-        assert_eq!(run.status.code(), Some(status), "{program}: {}", run.stderr);
-        let leaks =
-            run.final_report()["sites"].as_array().unwrap().iter().filter(|s| s["verdict"] == "leak").count();
-        assert_eq!(leaks > 0, status == 3, "{program}");
+    // `run`: the command is ended at --duration, and a leak decides the status.
+    let mut cmd = Command::new(LEAKTRACER);
+    cmd.args(["run", "--format", "json", "--top", "0", "--duration", "15s", "--fail-on-leak", "--"])
+        .arg(corpus_program("unbounded_cache.c"));
+    let run = Tracer::start(cmd).wait();
+    assert_eq!(run.status.code(), Some(3), "unbounded_cache: {}", run.stderr);
+    let report = run.final_report();
+    let leaks: Vec<&serde_json::Value> =
+        report["sites"].as_array().unwrap().iter().filter(|s| s["verdict"] == "leak").collect();
+    assert!(!leaks.is_empty());
+    only_leaks_draws_exactly_the_leaks(&run.stdout, &leaks);
+    // `attach`, a program with no leak: 0.
+    let mut child =
+        Command::new(corpus_program("batches.c")).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let run = Tracer::attach(child.id(), &["--duration", "15s", "--fail-on-leak"]).wait();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(run.status.code(), Some(0), "batches: {}", run.stderr);
+    assert!(run.final_report()["sites"].as_array().unwrap().iter().all(|s| s["verdict"] != "leak"));
+}
+
+/// `render --only-leaks`: the folded stacks of the leak sites, their bytes, nothing else.
+fn only_leaks_draws_exactly_the_leaks(ndjson: &str, leaks: &[&serde_json::Value]) {
+    let file = scratch("only-leaks").join("session.ndjson");
+    std::fs::write(&file, ndjson).unwrap();
+    let out = Command::new(LEAKTRACER)
+        .args(["render", file.to_str().unwrap(), "--format", "folded", "--only-leaks"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let folded = String::from_utf8(out.stdout).unwrap();
+    let total: u64 = folded.lines().map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap()).sum();
+    let expected: u64 = leaks.iter().map(|s| s["live_bytes"].as_u64().unwrap()).sum();
+    assert_eq!(total, expected, "{folded}");
+    for line in folded.lines() {
+        let leaf = line.rsplit(' ').nth(1).unwrap().rsplit(';').next().unwrap();
+        assert!(leaks.iter().any(|s| s["frames"][0]["function"] == leaf), "{line} is not a leak site");
     }
 }
 

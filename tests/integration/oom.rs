@@ -19,7 +19,8 @@ pub fn tests() -> Vec<libtest_mimic::Trial> {
     trials![
         an_oom_kill_is_reported_with_its_cgroup_and_leak,
         a_bounded_cache_killed_is_not_a_leak,
-        a_normal_exit_is_an_exit
+        a_normal_exit_is_an_exit,
+        run_passes_on_the_oom_kill
     ]
 }
 
@@ -151,4 +152,22 @@ fn a_normal_exit_is_an_exit() {
     let report: Value = run.final_report();
     assert_eq!(report["target"]["end"]["how"], "exit", "{}", report["target"]);
     assert_eq!(report["target"]["end"]["status"], 7);
+}
+
+/// `run` on a command the OOM killer ends: the report says so, and leaktracer exits with
+/// the command's status, 137. (The command puts itself in the cgroup, then execs.)
+fn run_passes_on_the_oom_kill() {
+    let cgroup = Cgroup::new(LIMIT);
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec {} leak-now",
+        cgroup.dir.display(),
+        fixture("oom.c").display()
+    );
+    let mut cmd = Command::new(LEAKTRACER);
+    cmd.args(["run", "--format", "json", "--interval", "2s", "--top", "0", "--", "sh", "-c", &script]);
+    let run = Tracer::start(cmd).wait();
+    assert_eq!(run.status.code(), Some(137), "{}", run.stderr);
+    let report = run.final_report();
+    assert_eq!(report["target"]["end"]["how"], "oom_kill", "{}", report["target"]);
+    assert_eq!(site_at(&report, "cache_response")["verdict"], "leak");
 }

@@ -114,8 +114,14 @@ fn frame_pointers_alone_lose_the_caller_of_frameless_code() {
         Tracer::attach(fixture.pid(), &["--top", "0", "--interval", "1h", "--unwind", "frame-pointers"]);
     fixture.go();
     let run = tracer.stop();
-    fixture.finish();
+    assert!(run.status.success(), "{}: {}", run.status, run.stderr);
+    let expected = expectations(&fixture.finish());
     let report = run.final_report();
+    // The blocks are all there, with their figures: only their stack is wrong.
+    let (_, count, bytes) =
+        expected.iter().find(|(f, _, _)| f == "intern").expect("intern's figures").clone();
+    let interned: Vec<&Value> = memory_sites(&report).filter(|s| live(s) == (count, bytes)).collect();
+    assert_eq!(interned.len(), 1, "one site holds strdup's {count} blocks of intern: {interned:#?}");
     let right = memory_sites(&report)
         .filter(|s| own_frames(s, "frames.c").first().is_some_and(|f| f["function"] == "intern"))
         .filter(|s| own_frames(s, "frames.c").get(1).is_some_and(|f| f["function"] == "intern_all"))

@@ -128,6 +128,20 @@ pub mod global {
     /// `u32`: offset of `exit_code` in the kernel's `struct task_struct` (from the
     /// kernel's BTF), 0 when unknown.
     pub const TASK_EXIT_CODE_OFFSET: &str = "TASK_EXIT_CODE_OFFSET";
+    /// `u32`: bits of [`syscalls`](super::syscalls): which syscalls the two
+    /// `raw_syscalls` programs follow.
+    pub const SYSCALLS: &str = "SYSCALLS";
+}
+
+/// Families of syscalls the `raw_syscalls` programs follow, as bits of the `SYSCALLS`
+/// global.
+pub mod syscalls {
+    /// mmap, munmap, mremap, brk.
+    pub const MEMORY: u32 = 1;
+    /// madvise (pages given back: growth mode).
+    pub const MADVISE: u32 = 2;
+    /// Those that make file descriptors, close and close_range.
+    pub const FDS: u32 = 4;
 }
 
 /// Map names, shared so that a rename on one side is a compile error on the other.

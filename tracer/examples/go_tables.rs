@@ -34,9 +34,14 @@ fn main() {
     println!("pub fn layout(minor: u32) -> Option<Layout> {{");
     println!("    Some(match minor {{");
     for (_, layout) in &layouts {
-        println!("        {} => {},", layout.minor, layout.to_rust());
+        println!("        {minor} => go1_{minor}(),", minor = layout.minor);
     }
     println!("        _ => return None,");
     println!("    }})");
     println!("}}");
+    // One function per version (and its wait reasons as a constant): short functions.
+    for (_, layout) in &layouts {
+        println!();
+        println!("{}", layout.to_rust());
+    }
 }

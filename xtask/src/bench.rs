@@ -66,6 +66,13 @@ const FULL: usize = 2;
 const SAMPLED: usize = 4;
 const BPFTRACE: usize = 7;
 
+/// The growth mode on a workload ten times longer: its cost is per page first touched,
+/// not per call, so it shows once the working set is in place.
+const GROWTH_CONFIGS: &[Config] = &[
+    Config { name: "untraced", how: How::Untraced },
+    Config { name: "leaktracer, --mode growth", how: How::Tracer(&["--mode", "growth"]) },
+];
+
 const GO_CONFIGS: &[Config] = &[
     Config { name: "untraced", how: How::Untraced },
     Config { name: "leaktracer (goroutines, defers, Go heap)", how: How::Tracer(&[]) },
@@ -103,6 +110,12 @@ pub fn run(runs: usize, iterations: u64, only: Option<&str>) -> anyhow::Result<(
             added(SAMPLED) / added(FLOOR),
         );
     }
+    if want("growth") {
+        println!("\n## Growth mode, ten times the iterations");
+        let long = Bench { iterations: bench.iterations * 10, ..bench.clone() };
+        let t = long.table(GROWTH_CONFIGS, runs, &[])?;
+        println!("\ngrowth mode: {:+.1}% on the loop", (t.medians[1] / t.medians[0] - 1.0) * 100.0);
+    }
     if want("go") {
         go_bench(&root, &out, &bench.tracer, runs)?;
     }
@@ -134,6 +147,7 @@ pub fn run(runs: usize, iterations: u64, only: Option<&str>) -> anyhow::Result<(
     Ok(())
 }
 
+#[derive(Clone)]
 struct Bench {
     tracer: PathBuf,
     workload: PathBuf,

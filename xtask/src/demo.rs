@@ -1,4 +1,6 @@
 //! `cargo xtask demo`: the main job on a bundled leaky sample, for a newcomer to watch.
+//! `cargo xtask demo go`: the same on a Go service with a goroutine leak, a defer pile
+//! holding open files and a growing cache, beside healthy work.
 
 use std::{
     path::Path,
@@ -11,10 +13,13 @@ use anyhow::Context as _;
 
 use crate::{cmd, setup};
 
-pub fn run() -> anyhow::Result<()> {
+pub fn run(go: bool) -> anyhow::Result<()> {
     let env = setup::run()?;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     cmd::run(cmd::cargo(&env).args(["build", "--release", "--package", "leaktracer"]))?;
+    if go {
+        return go_service(&root);
+    }
 
     let out = root.join("target/demo");
     std::fs::create_dir_all(&out)?;
@@ -43,6 +48,57 @@ pub fn run() -> anyhow::Result<()> {
         "5s",
         "--top",
         "3",
+    ]));
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
+
+/// The Go service of tests/go/service, ten times its default rates, traced for 20 s.
+fn go_service(root: &Path) -> anyhow::Result<()> {
+    let out = root.join("target/demo");
+    std::fs::create_dir_all(&out)?;
+    let exe = out.join("service");
+    let go =
+        setup::go_tool(27).or_else(|| setup::go_tool(19)).context("no Go toolchain (cargo xtask setup)")?;
+    cmd::run(
+        Command::new(go)
+            .current_dir(root.join("tests/go/service"))
+            .env("GOTOOLCHAIN", "local")
+            .env("GOPROXY", "off")
+            .env("GOFLAGS", "-mod=mod")
+            .env("CGO_ENABLED", "0")
+            .env("GOCACHE", out.join("gocache"))
+            .args(["build", "-o"])
+            .arg(&exe)
+            .arg("service.go"),
+    )?;
+    let data = out.join("service-data");
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(&data)?;
+    let mut child = Command::new(&exe)
+        .env("LT_SCALE", "10")
+        .env("LT_DIR", &data)
+        .stdout(Stdio::null())
+        .spawn()
+        .context("cannot start the service")?;
+    eprintln!(
+        "\nxtask: started a Go service (pid {}) with three bugs beside healthy work: request\n\
+         goroutines that block forever once their caller gave up, `defer f.Close()` in an\n\
+         endless loop, a session cache that never evicts. Tracing it for 20 s:\n",
+        child.id()
+    );
+    thread::sleep(Duration::from_secs(1));
+    let result = cmd::run(Command::new(root.join("target/release/leaktracer")).args([
+        "attach",
+        "--pid",
+        &child.id().to_string(),
+        "--duration",
+        "20s",
+        "--interval",
+        "10s",
+        "--top",
+        "8",
     ]));
     let _ = child.kill();
     let _ = child.wait();

@@ -1,9 +1,10 @@
-//! Project tasks: `cargo xtask <setup|test|lint|demo|eval|bench>`. Setup is idempotent and is run by
+//! Project tasks: `cargo xtask <setup|test|lint|demo|eval|bench|fuzz|soak|realworld|go-tables>`. Setup is idempotent and is run by
 //! the others first, so each works on a fresh machine.
 
 mod bench;
 mod cmd;
 mod demo;
+mod gotables;
 mod realworld;
 mod setup;
 mod soak;
@@ -41,8 +42,11 @@ enum Task {
     /// crate (for the BPF target); the layer check. Needs no root once set up.
     Lint,
     /// Set up, build, start the bundled leaky sample and attach to it: a report within
-    /// about 20 seconds.
-    Demo,
+    /// about 20 seconds. `demo go`: a Go service instead.
+    Demo {
+        /// `go` for the Go service.
+        which: Option<String>,
+    },
     /// Fuzz the readers of outside data (saved reports for `render`, /proc/PID/maps, ELF
     /// and CFI) longer than the test suite does: property tests with many more cases.
     Fuzz {
@@ -65,6 +69,13 @@ enum Task {
         #[arg(long, default_value_t = 20)]
         seconds: u64,
     },
+    /// Regenerate the Go runtime layouts for stripped binaries
+    /// (tracer/src/stacks/golang/tables.rs) from every Go toolchain's own DWARF.
+    GoTables {
+        /// More toolchains, by GOROOT (e.g. a Go 1.20 built from source).
+        #[arg(long)]
+        goroot: Vec<std::path::PathBuf>,
+    },
     /// Run the accuracy corpus (tests/corpus/) one program at a time and print expected
     /// and reported verdicts, time to the first `leak`, precision and recall.
     Eval,
@@ -77,7 +88,7 @@ enum Task {
         /// Workload iterations (about 1.75 allocator calls each).
         #[arg(long, default_value_t = 300_000)]
         iterations: u64,
-        /// Only one part: overhead, go, stacks, attach, memory or aggregator.
+        /// Only one part: overhead, growth, go, stacks, attach, memory or aggregator.
         #[arg(long)]
         only: Option<String>,
     },
@@ -89,10 +100,17 @@ fn main() {
         Task::Setup { go } => setup::run_with_go(&go).map(|_| ()),
         Task::Test { go, args } => test(&go, &args),
         Task::Lint => lint(),
-        Task::Demo => demo::run(),
+        Task::Demo { which } => match which.as_deref() {
+            None => demo::run(false),
+            Some("go") => demo::run(true),
+            Some(other) => {
+                Err(anyhow::anyhow!("no demo {other:?}: `cargo xtask demo` or `cargo xtask demo go`"))
+            }
+        },
         Task::Eval => eval(),
         Task::Fuzz { cases } => fuzz(cases),
         Task::Soak { minutes } => soak::run(minutes),
+        Task::GoTables { goroot } => gotables::run(&goroot),
         Task::Realworld { seconds } => realworld::run(seconds),
         Task::Bench { runs, iterations, only } => bench::run(runs, iterations, only.as_deref()),
     };

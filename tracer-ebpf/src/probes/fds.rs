@@ -1,10 +1,10 @@
-//! File descriptors: the syscalls that make them (one program on each `sys_exit_*`
-//! tracepoint, told apart by the syscall number in the record) and the ones that release
+//! File descriptors, from the `raw_syscalls` programs (see `syscalls`): the syscalls
+//! that make them (at exit, told apart by the syscall number) and the ones that release
 //! them (`close`, `close_range`, at entry: the number is free for reuse as soon as the
 //! syscall runs, so a close reported at exit could come after another thread's open of
 //! the same number).
 
-use aya_ebpf::{EbpfContext, macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{EbpfContext, programs::TracePointContext};
 use tracer_ebpf::{
     counter,
     record::{FdClose, FdOpen},
@@ -31,13 +31,8 @@ const F_DUPFD: u64 = 0;
 const F_DUPFD_CLOEXEC: u64 = 1030;
 const CLOSE_RANGE_CLOEXEC: u64 = 1 << 2;
 
-#[tracepoint]
-pub fn lt_fd_exit(ctx: TracePointContext) -> u32 {
-    let _ = try_fd_exit(&ctx);
-    0
-}
-
-fn try_fd_exit(ctx: &TracePointContext) -> Option<()> {
+/// The exit of a syscall that makes descriptors.
+pub fn fd_exit(ctx: &TracePointContext) -> Option<()> {
     let tid = traced_thread()?;
     let nr = field::<i32>(ctx, NR)? as u32;
     let ret = field::<i64>(ctx, RET)?;
@@ -73,19 +68,8 @@ fn opened(tid: u32, syscall: u32, fd: i32, stack_id: u64) {
     emit(&FdOpen { header: header::<FdOpen>(tid), stack_id, fd, syscall });
 }
 
-#[tracepoint(category = "syscalls", name = "sys_enter_close")]
-pub fn lt_fd_close(ctx: TracePointContext) -> u32 {
-    let _ = try_fd_close(&ctx, false);
-    0
-}
-
-#[tracepoint(category = "syscalls", name = "sys_enter_close_range")]
-pub fn lt_fd_close_range(ctx: TracePointContext) -> u32 {
-    let _ = try_fd_close(&ctx, true);
-    0
-}
-
-fn try_fd_close(ctx: &TracePointContext, range: bool) -> Option<()> {
+/// The entry of `close` (`range`: `close_range`).
+pub fn fd_close(ctx: &TracePointContext, range: bool) -> Option<()> {
     let tid = traced_thread()?;
     let first = field::<u64>(ctx, ARG0)?;
     let mut last = first;

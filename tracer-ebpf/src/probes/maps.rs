@@ -105,6 +105,9 @@ static BENCH_FLOOR: u32 = 0;
 static TASK_EXIT_CODE_OFFSET: u32 = 0;
 
 #[unsafe(no_mangle)]
+static SYSCALLS: u32 = 0;
+
+#[unsafe(no_mangle)]
 static GO_OFFSETS: GoOffsets = GoOffsets {
     g_goid: 0,
     g_gopc: 0,
@@ -174,6 +177,12 @@ pub fn wakeup_bytes() -> u64 {
 #[inline(always)]
 pub fn sample_bytes() -> u64 {
     global!(SAMPLE_BYTES)
+}
+
+/// Which syscall families to follow (bits of `tracer_ebpf::syscalls`).
+#[inline(always)]
+pub fn syscalls() -> u32 {
+    global!(SYSCALLS)
 }
 
 #[inline(always)]

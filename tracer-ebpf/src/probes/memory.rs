@@ -1,10 +1,10 @@
-//! Syscall tracepoints for mmap, munmap, mremap, brk and madvise. kprobes and fentry are
-//! not available on every kernel, tracepoints are.
+//! mmap, munmap, mremap, brk and madvise, from the `raw_syscalls` programs (see
+//! `syscalls`). kprobes and fentry are not available on every kernel, tracepoints are.
 //!
 //! Enter remembers the arguments (and the stack, for calls that create memory); exit
 //! reports only calls that succeeded.
 
-use aya_ebpf::{EbpfContext, macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{EbpfContext, programs::TracePointContext};
 use tracer_ebpf::{
     counter,
     record::{Brk, Discard, Header, Mmap, Mremap, Munmap, Record, origin},
@@ -102,17 +102,13 @@ fn enter_creating(ctx: &TracePointContext, mut call: SyscallCall) -> Option<()> 
     Some(())
 }
 
-#[tracepoint(category = "syscalls", name = "sys_enter_mmap")]
-pub fn lt_mmap_enter(ctx: TracePointContext) -> u32 {
-    let (addr, len, prot, flags, fd) = (arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2), arg(&ctx, 3), arg(&ctx, 4));
-    let _ = enter_creating(&ctx, call_of::<Mmap>(addr, len, 0, prot, flags, fd));
-    0
+pub fn mmap_enter(ctx: &TracePointContext) {
+    let (addr, len, prot, flags, fd) = (arg(ctx, 0), arg(ctx, 1), arg(ctx, 2), arg(ctx, 3), arg(ctx, 4));
+    let _ = enter_creating(ctx, call_of::<Mmap>(addr, len, 0, prot, flags, fd));
 }
 
-#[tracepoint(category = "syscalls", name = "sys_exit_mmap")]
-pub fn lt_mmap_exit(ctx: TracePointContext) -> u32 {
-    let _ = try_mmap_exit(&ctx);
-    0
+pub fn mmap_exit(ctx: &TracePointContext) {
+    let _ = try_mmap_exit(ctx);
 }
 
 fn try_mmap_exit(ctx: &TracePointContext) -> Option<()> {
@@ -137,16 +133,12 @@ fn try_mmap_exit(ctx: &TracePointContext) -> Option<()> {
     Some(())
 }
 
-#[tracepoint(category = "syscalls", name = "sys_enter_munmap")]
-pub fn lt_munmap_enter(ctx: TracePointContext) -> u32 {
-    let _ = try_release_enter::<Munmap>(&ctx);
-    0
+pub fn munmap_enter(ctx: &TracePointContext) {
+    let _ = try_release_enter::<Munmap>(ctx);
 }
 
-#[tracepoint(category = "syscalls", name = "sys_exit_munmap")]
-pub fn lt_munmap_exit(ctx: TracePointContext) -> u32 {
-    let _ = try_release_exit(&ctx, |header, addr, len| Munmap { header, addr, len });
-    0
+pub fn munmap_exit(ctx: &TracePointContext) {
+    let _ = try_release_exit(ctx, |header, addr, len| Munmap { header, addr, len });
 }
 
 /// Enter of a call that releases a range: remember the range.
@@ -169,31 +161,23 @@ fn try_release_exit<R: Record>(ctx: &TracePointContext, make: impl Fn(Header, u6
     Some(())
 }
 
-#[tracepoint(category = "syscalls", name = "sys_enter_madvise")]
-pub fn lt_madvise_enter(ctx: TracePointContext) -> u32 {
-    if matches!(arg(&ctx, 2), MADV_DONTNEED | MADV_FREE | MADV_REMOVE) {
-        let _ = try_release_enter::<Discard>(&ctx);
+pub fn madvise_enter(ctx: &TracePointContext) {
+    if matches!(arg(ctx, 2), MADV_DONTNEED | MADV_FREE | MADV_REMOVE) {
+        let _ = try_release_enter::<Discard>(ctx);
     }
-    0
 }
 
-#[tracepoint(category = "syscalls", name = "sys_exit_madvise")]
-pub fn lt_madvise_exit(ctx: TracePointContext) -> u32 {
-    let _ = try_release_exit(&ctx, |header, addr, len| Discard { header, addr, len });
-    0
+pub fn madvise_exit(ctx: &TracePointContext) {
+    let _ = try_release_exit(ctx, |header, addr, len| Discard { header, addr, len });
 }
 
-#[tracepoint(category = "syscalls", name = "sys_enter_mremap")]
-pub fn lt_mremap_enter(ctx: TracePointContext) -> u32 {
-    let (addr, len, new_len, flags) = (arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2), arg(&ctx, 3));
-    let _ = enter_creating(&ctx, call_of::<Mremap>(addr, len, new_len, 0, flags, 0));
-    0
+pub fn mremap_enter(ctx: &TracePointContext) {
+    let (addr, len, new_len, flags) = (arg(ctx, 0), arg(ctx, 1), arg(ctx, 2), arg(ctx, 3));
+    let _ = enter_creating(ctx, call_of::<Mremap>(addr, len, new_len, 0, flags, 0));
 }
 
-#[tracepoint(category = "syscalls", name = "sys_exit_mremap")]
-pub fn lt_mremap_exit(ctx: TracePointContext) -> u32 {
-    let _ = try_mremap_exit(&ctx);
-    0
+pub fn mremap_exit(ctx: &TracePointContext) {
+    let _ = try_mremap_exit(ctx);
 }
 
 fn try_mremap_exit(ctx: &TracePointContext) -> Option<()> {
@@ -217,16 +201,12 @@ fn try_mremap_exit(ctx: &TracePointContext) -> Option<()> {
     Some(())
 }
 
-#[tracepoint(category = "syscalls", name = "sys_enter_brk")]
-pub fn lt_brk_enter(ctx: TracePointContext) -> u32 {
-    let _ = enter_creating(&ctx, call_of::<Brk>(arg(&ctx, 0), 0, 0, 0, 0, 0));
-    0
+pub fn brk_enter(ctx: &TracePointContext) {
+    let _ = enter_creating(ctx, call_of::<Brk>(arg(ctx, 0), 0, 0, 0, 0, 0));
 }
 
-#[tracepoint(category = "syscalls", name = "sys_exit_brk")]
-pub fn lt_brk_exit(ctx: TracePointContext) -> u32 {
-    let _ = try_brk_exit(&ctx);
-    0
+pub fn brk_exit(ctx: &TracePointContext) {
+    let _ = try_brk_exit(ctx);
 }
 
 fn try_brk_exit(ctx: &TracePointContext) -> Option<()> {

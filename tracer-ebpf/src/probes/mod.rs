@@ -13,3 +13,4 @@ mod memory;
 mod output;
 mod process;
 mod stack;
+mod syscalls;

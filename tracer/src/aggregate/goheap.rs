@@ -3,6 +3,13 @@
 //! Each sample stands for 1/p objects, p = 1 - exp(-size/MemProfileRate), as `go tool
 //! pprof` scales `inuse_space`. Collection cycles are counted, so a sample's age can be
 //! said in cycles survived.
+//!
+//! Live means live as of the last completed collection, as in the runtime's own heap
+//! profile: an object counts as made at once, and joins the live figures only when the
+//! second collection after it starts. By then the first has marked it and swept (a
+//! collection starts only once the previous one's sweep is done): had it been garbage,
+//! the sweeper would have freed it. Without this, a site that only makes garbage would
+//! seem to grow with the heap, as the time between collections grows.
 
 use std::collections::HashMap;
 
@@ -16,6 +23,8 @@ struct Sample {
     weight: f64,
     born_ns: u64,
     cycle: u64,
+    /// In the live figures: a whole collection has passed since it was made.
+    counted: bool,
 }
 
 #[derive(Default)]
@@ -56,19 +65,35 @@ impl GoHeap {
         }
         let weight = weight(size, self.rate.unwrap_or(0));
         let site = sites.intern(SiteKey { kind: SiteKind::GoHeap, stack, detail: 0 });
-        sites.get_mut(site).born(size, weight);
-        self.live.insert(addr, Sample { site, size, weight, born_ns: ts_ns, cycle: self.cycles });
+        sites.get_mut(site).made(size, weight);
+        let sample = Sample { site, size, weight, born_ns: ts_ns, cycle: self.cycles, counted: false };
+        self.live.insert(addr, sample);
     }
 
     pub fn free(&mut self, addr: u64, sites: &mut Sites) {
         if let Some(s) = self.live.remove(&addr) {
-            sites.get_mut(s.site).released(s.size, true, s.weight);
+            let site = sites.get_mut(s.site);
+            if s.counted {
+                site.released(s.size, true, s.weight);
+            } else {
+                site.released_unseen(s.size, s.weight);
+            }
+        }
+    }
+
+    /// A collection began: what a whole collection since its birth has not freed is live.
+    pub fn gc_started(&mut self, sites: &mut Sites) {
+        self.cycles += 1;
+        let cycles = self.cycles;
+        for s in self.live.values_mut().filter(|s| !s.counted && cycles >= s.cycle + 2) {
+            s.counted = true;
+            sites.get_mut(s.site).became_live(s.size, s.weight);
         }
     }
 
     pub fn live(&self, per_site: &mut [(f64, f64)], old_enough: &dyn Fn(u64) -> bool) -> f64 {
         let mut total = 0.0;
-        for s in self.live.values() {
+        for s in self.live.values().filter(|s| s.counted) {
             total += s.size as f64 * s.weight;
             if old_enough(s.born_ns) {
                 let l = &mut per_site[s.site as usize];
@@ -80,21 +105,17 @@ impl GoHeap {
     }
 
     pub fn births(&self, f: &mut dyn FnMut(SiteIdx, u64)) {
-        for s in self.live.values() {
+        for s in self.live.values().filter(|s| s.counted) {
             f(s.site, s.born_ns);
         }
     }
 
-    /// Collections the live samples of a site have survived: (median, most).
-    pub fn cycles_survived(&self, site: SiteIdx) -> Option<(u64, u64)> {
-        let mut ages: Vec<u64> = self
-            .live
+    /// Collections each live sample of a site has survived.
+    pub fn cycles_survived(&self, site: SiteIdx) -> impl Iterator<Item = u64> + '_ {
+        self.live
             .values()
-            .filter(|s| s.site == site)
+            .filter(move |s| s.site == site && s.counted)
             .map(|s| self.cycles.saturating_sub(s.cycle))
-            .collect();
-        ages.sort_unstable();
-        Some((*ages.get(ages.len() / 2)?, *ages.last()?))
     }
 }
 

@@ -131,10 +131,11 @@ impl Goroutines {
         }
     }
 
-    /// Live goroutines born after `since_ns`, by site.
-    pub fn young(&self, since_ns: u64) -> Vec<(SiteIdx, u32)> {
+    /// Live goroutines that are work in flight, by site: born after `since_ns`, or not
+    /// parked (running, runnable, in a syscall).
+    pub fn in_flight(&self, since_ns: u64) -> Vec<(SiteIdx, u32)> {
         let mut by_site: std::collections::HashMap<SiteIdx, u32> = std::collections::HashMap::new();
-        for g in self.live.values().filter(|g| g.born_ns > since_ns) {
+        for g in self.live.values().filter(|g| g.born_ns > since_ns || g.parked.is_none()) {
             *by_site.entry(g.site).or_default() += 1;
         }
         by_site.into_iter().collect()

@@ -241,7 +241,7 @@ impl Aggregator {
                 self.goheap.alloc(ts_ns, addr, size, stack, &mut self.sites, &mut self.stacks);
             }
             Event::GoHeapFree { addr, .. } => self.goheap.free(addr, &mut self.sites),
-            Event::Gc { phase: GcPhase::Start, .. } => self.goheap.cycles += 1,
+            Event::Gc { phase: GcPhase::Start, .. } => self.goheap.gc_started(&mut self.sites),
             Event::Gc { phase: GcPhase::Sweep { .. }, .. } => self.goheap.sweeps += 1,
             _ => {}
         }
@@ -265,9 +265,10 @@ impl Aggregator {
     }
 
     /// Live goroutines (a Go target).
-    /// Live goroutines born after `since_ns` (CLOCK_MONOTONIC), by site.
-    pub fn young_goroutines(&self, since_ns: u64) -> Vec<(SiteIdx, u32)> {
-        self.goroutines.as_ref().map(|gs| gs.young(since_ns)).unwrap_or_default()
+    /// Live goroutines in flight (born after `since_ns`, CLOCK_MONOTONIC, or not parked),
+    /// by site.
+    pub fn goroutines_in_flight(&self, since_ns: u64) -> Vec<(SiteIdx, u32)> {
+        self.goroutines.as_ref().map(|gs| gs.in_flight(since_ns)).unwrap_or_default()
     }
 
     pub fn goroutine_count(&self) -> Option<u64> {

@@ -90,6 +90,24 @@ impl Site {
         self.live_bytes += bytes;
     }
 
+    /// Made, but not live yet (Go heap samples until a collection starts).
+    pub(crate) fn made(&mut self, bytes: u64, weight: f64) {
+        self.allocs += weight;
+        self.alloc_bytes += bytes as f64 * weight;
+    }
+
+    /// Made earlier, live from now on.
+    pub(crate) fn became_live(&mut self, bytes: u64, weight: f64) {
+        self.live_count += weight;
+        self.live_bytes += bytes as f64 * weight;
+    }
+
+    /// Released before it ever counted as live.
+    pub(crate) fn released_unseen(&mut self, bytes: u64, weight: f64) {
+        self.frees += weight;
+        self.free_bytes += bytes as f64 * weight;
+    }
+
     /// `bytes` of one thing released; `whole` when nothing of it remains.
     pub(crate) fn released(&mut self, bytes: u64, whole: bool, weight: f64) {
         let bytes = bytes as f64 * weight;

@@ -13,6 +13,9 @@ pub struct Group {
     /// The first raw site: the group's stable id and the stack shown.
     pub first: SiteIdx,
     pub members: Vec<SiteIdx>,
+    /// Mappings the Go runtime made for its own heap: they back the Go heap sites (as an
+    /// allocator's arenas back its blocks), so they are no site of their own.
+    pub runtime_heap: bool,
 }
 
 #[derive(Debug, Default)]
@@ -23,10 +26,10 @@ pub struct Grouping {
 
 impl Grouping {
     /// Puts raw site `site` (sites come in index order) in the group of identity `key`.
-    pub fn add(&mut self, site: SiteIdx, key: u64) {
+    pub fn add(&mut self, site: SiteIdx, key: u64, runtime_heap: bool) {
         let groups = &mut self.groups;
         let i = *self.by_key.entry(key).or_insert_with(|| {
-            groups.push(Group { first: site, members: Vec::new() });
+            groups.push(Group { first: site, members: Vec::new(), runtime_heap });
             groups.len() - 1
         });
         self.groups[i].members.push(site);
@@ -50,7 +53,7 @@ mod tests {
     fn same_key_sites_are_one_group_in_order_of_appearance() {
         let mut grouping = Grouping::default();
         for (site, key) in [7, 8, 7, 9].into_iter().enumerate() {
-            grouping.add(site as SiteIdx, key);
+            grouping.add(site as SiteIdx, key, false);
         }
         let groups = grouping.groups();
         assert_eq!(groups.len(), 3);

@@ -55,7 +55,12 @@ impl Identities {
                 let name = self.symbols.go_function_at(&agg.stacks, key.detail);
                 self.start_functions.insert(key.detail, name);
             }
-            self.grouping.add(site as u32, identity(&key, &frames));
+            let runtime_heap = matches!(key.kind, SiteKind::Mmap { .. } | SiteKind::Brk)
+                && frames.first().is_some_and(|f| {
+                    f.symbol.function.as_deref().is_some_and(|n| n.starts_with("runtime."))
+                        && f.module_idx.is_some_and(|m| self.symbols.is_go(&agg.stacks, m))
+                });
+            self.grouping.add(site as u32, identity(&key, &frames), runtime_heap);
         }
     }
 

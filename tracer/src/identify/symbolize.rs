@@ -162,6 +162,11 @@ impl Symbols {
         }
     }
 
+    /// Whether `module` is a Go binary.
+    pub fn is_go(&mut self, stacks: &StackTable, module: ModuleIdx) -> bool {
+        self.go.is_go(stacks, module)
+    }
+
     /// The function at `addr`, an exact code address (a goroutine's start function), in
     /// a Go module.
     pub fn go_function_at(&mut self, stacks: &StackTable, addr: u64) -> Option<String> {

@@ -139,6 +139,7 @@ impl Probes {
             .override_global(global::BENCH_FLOOR, &u32::from(p.floor), true)
             .override_global(global::TASK_EXIT_CODE_OFFSET, &exit_code_offset, true)
             .override_global(global::GO_OFFSETS, &go, true)
+            .override_global(global::SYSCALLS, &tracepoints::syscall_families(p), true)
             .map_max_entries(map::EVENTS, p.ring_bytes)
             .map_max_entries(map::SAMPLED, sampled)
             .load(OBJECT)

@@ -5,7 +5,7 @@
 
 use super::{
     GoFacts, Inputs, ReportContext,
-    model::{DeferDetails, Descriptors, GoroutineDetails, KindName, ParkedTimes, SiteReport},
+    model::{DeferDetails, Descriptors, GcCycles, GoroutineDetails, KindName, ParkedTimes, SiteReport},
 };
 use crate::{
     aggregate::{Aggregator, sites::SiteIdx},
@@ -64,6 +64,13 @@ pub fn defers(group: &Group, agg: &Aggregator, now_ns: u64) -> DeferDetails {
         largest_pile: n,
         oldest_s: round1(now_ns.saturating_sub(oldest) as f64 / 1e9),
     })
+}
+
+/// Collections a Go heap site's live samples have survived: median and most.
+pub fn gc_cycles(group: &Group, agg: &Aggregator) -> Option<GcCycles> {
+    let mut ages: Vec<u64> = group.members.iter().flat_map(|&m| agg.goheap.cycles_survived(m)).collect();
+    ages.sort_unstable();
+    Some(GcCycles { p50: *ages.get(ages.len() / 2)?, max: *ages.last()? })
 }
 
 /// A defer pile holds open what its deferred calls would close: the descriptor sites

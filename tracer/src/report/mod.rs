@@ -67,11 +67,18 @@ pub struct Inputs<'a> {
 
 /// Builds one report.
 pub fn build(inputs: &Inputs<'_>, ctx: &ReportContext<'_>) -> Report {
-    let figures = inputs.agg.live_figures(ctx.now_ns, ctx.min_age_ns);
-    let all = inputs.identities.groups();
+    let mut figures = inputs.agg.live_figures(ctx.now_ns, ctx.min_age_ns);
+    // The Go runtime's own heap mappings are its arenas: counted as such, no site.
+    let (runtime_heap, all): (Vec<&Group>, Vec<&Group>) =
+        inputs.identities.groups().iter().partition(|g| g.runtime_heap);
+    figures.totals.allocator_bytes += runtime_heap.iter().map(|g| live_of(g, &figures).1 as u64).sum::<u64>();
+    figures.totals.mapped_bytes = figures
+        .totals
+        .mapped_bytes
+        .saturating_sub(runtime_heap.iter().map(|g| live_of(g, &figures).1 as u64).sum());
     let live_sites = all.iter().filter(|g| live_of(g, &figures).0 > 0.0).count();
     let ranked =
-        rank::rank(all.iter().map(|g| (g, rank_of(g, &figures, inputs.verdicts))).collect(), ctx.top);
+        rank::rank(all.iter().map(|&g| (g, rank_of(g, &figures, inputs.verdicts))).collect(), ctx.top);
     let ages = ages_of(inputs.agg, &ranked, ctx);
     let mut modules = BTreeSet::new();
     let mut sites: Vec<SiteReport> = ranked
@@ -184,6 +191,7 @@ fn site_report(
         goroutines: (site.key.kind == SiteKind::Goroutine)
             .then(|| details::goroutines(group, inputs, ctx, site.key.detail)),
         defers: (site.key.kind == SiteKind::Defer).then(|| details::defers(group, agg, ctx.now_ns)),
+        gc_cycles: if site.key.kind == SiteKind::GoHeap { details::gc_cycles(group, agg) } else { None },
         related_sites: Vec::new(),
         frames: frames
             .into_iter()

@@ -299,6 +299,10 @@ pub struct SiteReport {
     /// Defer sites: the largest pile in one frame, the oldest waiting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub defers: Option<DeferDetails>,
+    /// Go heap sites: collections their live samples have survived (old survivors are
+    /// what a leak keeps; a cache that turns over has young ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gc_cycles: Option<GcCycles>,
     /// Sites that hold what this one's deferred calls will release (a defer pile's
     /// open files), by id.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -329,6 +333,13 @@ pub struct GoroutineDetails {
 pub struct ParkedTimes {
     pub p50: f64,
     pub max: f64,
+}
+
+/// Go heap sites: how many collections their live samples have survived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct GcCycles {
+    pub p50: u64,
+    pub max: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]

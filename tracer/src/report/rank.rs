@@ -52,7 +52,8 @@ mod tests {
 
     #[test]
     fn suspects_first_then_live_bytes() {
-        let groups: Vec<Group> = (0..6).map(|first| Group { first, members: vec![first] }).collect();
+        let groups: Vec<Group> =
+            (0..6).map(|first| Group { first, members: vec![first], runtime_heap: false }).collect();
         let ranked = rank(
             vec![
                 (&groups[0], rank_of(5, 5000, None, 0.0)),
@@ -71,7 +72,8 @@ mod tests {
 
     #[test]
     fn top_zero_keeps_everything() {
-        let groups: Vec<Group> = (0..2).map(|first| Group { first, members: vec![first] }).collect();
+        let groups: Vec<Group> =
+            (0..2).map(|first| Group { first, members: vec![first], runtime_heap: false }).collect();
         let ranked =
             rank(vec![(&groups[0], rank_of(0, 0, None, 0.0)), (&groups[1], rank_of(3, 30, None, 0.0))], 0);
         assert_eq!(ranked.iter().map(|(g, _)| g.first).collect::<Vec<_>>(), [1, 0]);

@@ -38,7 +38,8 @@ const JUDGE_EVERY: Duration = Duration::from_millis(500);
 /// How long a command gets to end after SIGTERM before SIGKILL (`run`, after
 /// `--duration`).
 const GRACE: Duration = Duration::from_secs(5);
-/// Goroutines younger than this are work in flight, left out of the verdicts' series.
+/// Goroutines younger than this, or not parked, are work in flight, left out of the
+/// verdicts' series: a goroutine leak is goroutines that wait and stay.
 const GOROUTINE_IN_FLIGHT_NS: u64 = 1_000_000_000;
 
 /// Why tracing stopped.
@@ -191,7 +192,7 @@ impl Session<'_> {
         };
         self.last_rss = process.rss.or(self.last_rss);
         self.fds = process.fds.or(self.fds);
-        let in_flight = self.agg.young_goroutines(monotonic_ns().saturating_sub(GOROUTINE_IN_FLIGHT_NS));
+        let in_flight = self.agg.goroutines_in_flight(monotonic_ns().saturating_sub(GOROUTINE_IN_FLIGHT_NS));
         self.verdicts.sample(self.elapsed_s(), &self.agg.sites, process, &in_flight);
         self.identities.update(&self.agg).await;
         self.verdicts.evaluate(self.identities.groups());

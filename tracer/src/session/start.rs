@@ -73,7 +73,7 @@ impl<'a> Session<'a> {
             go.refresh(&mut agg, true);
         }
         let identities = Identities::new(Symbolizer::spawn().context("cannot start the symbolizer thread")?);
-        announce(&target, &points, &probes);
+        announce(&target, &points, &probes, options, go.is_some());
         let watch = match (child, pidfd) {
             (Some(child), _) => Watch::Child(child.supervise()?),
             (None, Some(pidfd)) => {
@@ -139,18 +139,35 @@ fn attach(
     Ok(probes)
 }
 
-fn announce(target: &Target, points: &[ProbePoint], probes: &Probes) {
-    let mut objects: Vec<&str> = points.iter().map(|p| p.display.as_str()).collect();
-    objects.dedup();
-    let allocator = if points.is_empty() {
-        "no malloc-family functions found (only mmap/brk are traced)".to_string()
-    } else {
-        format!("{} uprobes on {}", probes.uprobes(), objects.join(", "))
-    };
+/// One line on stderr: what is traced, where.
+fn announce(target: &Target, points: &[ProbePoint], probes: &Probes, options: &SessionOptions, go: bool) {
+    let (kinds, growth) = (options.probes.kinds, options.probes.mode == Mode::Growth);
+    let mut what = Vec::new();
+    if kinds.contains(Kind::Heap) {
+        let mut objects: Vec<&str> = points.iter().map(|p| p.display.as_str()).collect();
+        objects.dedup();
+        what.push(if points.is_empty() {
+            "no malloc-family functions found".to_string()
+        } else {
+            format!("the heap ({} uprobes on {})", probes.uprobes(), objects.join(", "))
+        });
+    }
+    if growth {
+        what.push("resident memory (first touches of pages)".into());
+    } else if kinds.contains(Kind::Mmap) {
+        what.push("mmap and brk".into());
+    }
+    if kinds.contains(Kind::Fd) {
+        what.push("file descriptors".into());
+    }
+    if go {
+        what.push("goroutines, defers and the Go heap".into());
+    }
     eprintln!(
-        "leaktracer: tracing pid {} ({}): {allocator}; mmap, munmap, mremap and brk tracepoints. Ctrl-C to stop.",
+        "leaktracer: tracing pid {} ({}): {}. Ctrl-C to stop.",
         target.pid,
         target.exe.display(),
+        what.join("; ")
     );
 }
 

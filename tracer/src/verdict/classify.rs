@@ -257,6 +257,33 @@ mod tests {
             prop_assert_ne!(verdict_of(&y).verdict, Verdict::Leak);
         }
 
+        /// Growth, then a level that only wobbles (noise of up to 5% of the rise) for the
+        /// last half: never a leak (the wobble may read as a short rise: `growing` at
+        /// most).
+        #[test]
+        fn growth_then_a_noisy_level_is_a_plateau(
+            steps in prop::collection::vec(1.0f64..1e4, 10..60),
+            flat in 20usize..100,
+            share in 0.0f64..0.05,
+            seed in 0usize..1000,
+        ) {
+            let mut y: Vec<f64> = steps.iter().scan(0.0, |acc, s| { *acc += s; Some(*acc) }).collect();
+            let (last, flat) = (*y.last().unwrap(), flat.max(y.len()));
+            y.extend((0..flat).map(|i| last + share * last * noise(i + seed * 1000)));
+            prop_assert_ne!(verdict_of(&y).verdict, Verdict::Leak);
+        }
+
+        /// The last third decides: still rising there (steadily, with noise), a leak;
+        /// flat there, not.
+        #[test]
+        fn the_last_third_decides(n in 30usize..150, slope in 1.0f64..100.0, seed in 0usize..1000) {
+            let rising: Vec<f64> = (0..n).map(|i| slope * i as f64 + slope * 0.3 * noise(i + seed * 1000)).collect();
+            prop_assert_eq!(verdict_of(&rising).verdict, Verdict::Leak);
+            let knee = n - n / 3;
+            let stopped: Vec<f64> = (0..n).map(|i| slope * i.min(knee) as f64).collect();
+            prop_assert_ne!(verdict_of(&stopped).verdict, Verdict::Leak);
+        }
+
         /// Bounded noise around a level is never a leak.
         #[test]
         fn bounded_noise_is_not_a_leak(level in 0.0f64..1e6, amplitude in 0.0f64..1e3, seed in 0usize..1000, n in 10usize..150) {

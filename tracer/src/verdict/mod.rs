@@ -66,9 +66,9 @@ impl Verdicts {
     }
 
     /// Records every site's live figures, and the process-wide ones, at `t` seconds.
-    /// `in_flight` are things not to count yet, by site: goroutines a second old or
-    /// less are work in flight (a churning site is full of them at any instant), not a
-    /// leak, whose goroutines stay.
+    /// `in_flight` are things not to count, by site: goroutines a second old or less, or
+    /// running (a churning site is full of them at any instant, more so on a loaded
+    /// machine), not a leak, whose goroutines wait and stay.
     pub fn sample(&mut self, t: f64, sites: &Sites, process: ProcessSample, in_flight: &[(SiteIdx, u32)]) {
         self.series.sample(t, sites, process, in_flight);
     }
@@ -76,7 +76,7 @@ impl Verdicts {
     /// Judges every group of sites on its series so far.
     pub fn evaluate(&mut self, groups: &[Group]) {
         let now = self.series.times().last().copied().unwrap_or(0.0);
-        for group in groups {
+        for group in groups.iter().filter(|g| !g.runtime_heap) {
             let id = group.first;
             let (t, counts, bytes) = self.series.group(&group.members);
             let mut by_bytes = assess(&t, &bytes);
@@ -178,8 +178,10 @@ mod tests {
             sites.get_mut(leak).born(64, 1.0);
             let rss = Some(1_000_000 + 4096 * u64::from(tick as u32));
             verdicts.sample(f64::from(tick) * 0.5, &sites, ProcessSample { rss, ..Default::default() }, &[]);
-            let groups =
-                [Group { first: leak, members: vec![leak] }, Group { first: flat, members: vec![flat] }];
+            let groups = [
+                Group { first: leak, members: vec![leak], runtime_heap: false },
+                Group { first: flat, members: vec![flat], runtime_heap: false },
+            ];
             verdicts.evaluate(&groups);
         }
         let v = verdicts.get(leak).unwrap();

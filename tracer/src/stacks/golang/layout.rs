@@ -72,11 +72,19 @@ impl Layout {
 
     /// The Rust expression that builds this layout (for the generated table): Debug
     /// output is Rust syntax for these plain structs, lists and options.
+    /// The code of a function `go1_MINOR` that makes this layout, and of the constant
+    /// `WAIT_REASONS_MINOR` it uses (as `tables.rs` has them).
     pub fn to_rust(&self) -> String {
         format!(
-            "Layout {{ minor: {}, offsets: {:?}, special_profile: {}, g_waiting: {}, g_leaked: {:?}, \
-             wait_reasons: strings(&{:?}) }}",
-            self.minor, self.offsets, self.special_profile, self.g_waiting, self.g_leaked, self.wait_reasons
+            "fn go1_{minor}() -> Layout {{ Layout {{ minor: {minor}, offsets: {:?}, special_profile: {}, \
+             g_waiting: {}, g_leaked: {:?}, wait_reasons: strings(WAIT_REASONS_{minor}) }} }}\n\n\
+             const WAIT_REASONS_{minor}: &[&str] = &{:?};",
+            self.offsets,
+            self.special_profile,
+            self.g_waiting,
+            self.g_leaked,
+            self.wait_reasons,
+            minor = self.minor,
         )
     }
 }
@@ -103,7 +111,11 @@ mod tests {
         let layout = super::super::tables::layout(27).unwrap();
         let code = layout.to_rust();
         assert!(
-            code.contains("minor: 27") && code.contains("g_goid: 152") && code.contains("g_leaked: Some(10)"),
+            code.contains("fn go1_27() -> Layout")
+                && code.contains("minor: 27")
+                && code.contains("g_goid: 152")
+                && code.contains("g_leaked: Some(10)")
+                && code.contains("const WAIT_REASONS_27"),
             "{code}"
         );
     }
