@@ -3,6 +3,7 @@
 //! runner (libtest-mimic), so that a test that cannot run here (no root, no uprobes) is
 //! reported ignored, never passed; `cargo xtask test` turns that into a failure.
 
+mod claims;
 mod corpus;
 mod descriptors;
 mod errors;
@@ -41,6 +42,7 @@ fn main() -> ExitCode {
     }
     let mut tests = Vec::new();
     for module in [
+        claims::tests,
         corpus::tests,
         descriptors::tests,
         errors::tests,

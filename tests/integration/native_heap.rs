@@ -80,6 +80,9 @@ fn every_allocator_function_and_memory_syscall_exactly() {
     no_site_at_line(&report, "failures", src, "failed_malloc");
     no_site_at_line(&report, "failures", src, "failed_realloc");
     no_site_at_line(&report, "failures", src, "failed_mmap");
+    no_site_at_line(&report, "failures", src, "failed_posix_memalign");
+    no_site_at_line(&report, "failures", src, "failed_calloc");
+    no_site_at_line(&report, "failures", src, "failed_memalign");
     heap("failures", "kept_after_failed_realloc", &["malloc"], 1, 10, 1, 0);
     heap("failures", "freed_by_realloc_zero", &["malloc"], 0, 0, 1, 1);
 

@@ -27,14 +27,14 @@ pub fn tests() -> Vec<libtest_mimic::Trial> {
 const LIMIT: u64 = 200 * 1024 * 1024;
 
 /// A memory cgroup of our own with a limit, removed on drop.
-struct Cgroup {
+pub struct Cgroup {
     dir: PathBuf,
     /// As `/proc/PID/cgroup` names it.
     name: String,
 }
 
 impl Cgroup {
-    fn new(limit: u64) -> Self {
+    pub fn new(limit: u64) -> Self {
         static N: AtomicU32 = AtomicU32::new(0);
         let name = format!("/leaktracer-test-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
         let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers");
@@ -51,7 +51,7 @@ impl Cgroup {
         Self { dir, name }
     }
 
-    fn add(&self, pid: u32) {
+    pub fn add(&self, pid: u32) {
         std::fs::write(self.dir.join("cgroup.procs"), pid.to_string()).unwrap();
     }
 }

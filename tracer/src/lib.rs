@@ -4,7 +4,8 @@
 //! The data path, one module per step, each importing only the ones before it (checked
 //! by the `layers` test):
 //!
-//! 1. [`config`], [`clock`]: the engine's own option types; the timestamps' clock.
+//! 1. [`errors`], [`config`], [`clock`]: how errors read; the engine's own option
+//!    types; the timestamps' clock.
 //! 2. [`target`]: the traced process (`/proc`, launching it, reading its files safely).
 //! 3. [`stacks`]: the target's code and stacks (modules, ELF, CFI, unwinding, the stack
 //!    table).

@@ -128,6 +128,10 @@ fn test(go: &str, args: &[String]) -> anyhow::Result<()> {
     }
     let mut test = cmd::cargo(&env);
     test.args(["test", "--workspace", "--exclude", "tracer-ebpf"]).args(args);
+    if args.is_empty() {
+        // The unit tests that need root are ignored by a plain `cargo test`: run here.
+        test.args(["--", "--include-ignored"]);
+    }
     // The privileged tests must run, not skip; the Go tests on the versions asked for.
     test.env("LEAKTRACER_REQUIRE_PRIVILEGED", "1").env("LEAKTRACER_GO", go);
     cmd::run(&mut test)

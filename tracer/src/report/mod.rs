@@ -256,8 +256,10 @@ fn process_info(figures: &LiveFigures, verdicts: &Verdicts, ctx: &ReportContext<
         }
         _ => None,
     };
+    // Killed for its memory: RSS as the kernel saw it then, not as last sampled.
+    let oom_rss = ctx.end.as_ref().and_then(|e| e.oom.as_ref()).map(|o| o.rss_bytes);
     ProcessInfo {
-        rss_bytes: ctx.rss_bytes,
+        rss_bytes: oom_rss.or(ctx.rss_bytes),
         heap_live_bytes: totals.heap_bytes,
         heap_live_blocks: totals.heap_blocks,
         mapped_live_bytes: totals.mapped_bytes,

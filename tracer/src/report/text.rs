@@ -154,7 +154,9 @@ fn memory_outlook(report: &Report) -> String {
         (Some(b), None) => format!("the {} limit", bytes(b)),
         _ => "the memory limit".to_string(),
     };
+    let oom_killed = report.target.end.as_ref().is_some_and(|e| e.how == "oom_kill");
     match (p.rss_bytes_per_min, p.limit_eta_s) {
+        (_, _) if oom_killed => format!("{limit} was reached: the OOM killer ended the target"),
         (Some(rate), Some(eta)) => {
             format!("at +{}/min, {limit} is reached in about {}", bytes(rate as u64), duration(eta))
         }
