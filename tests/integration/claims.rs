@@ -107,7 +107,9 @@ fn a_preloaded_allocator_is_the_one_traced() {
     );
     // The command inherits leaktracer's environment.
     let mut cmd = Command::new(LEAKTRACER);
-    cmd.env("LD_PRELOAD", jemalloc).args(["run", "--format", "json", "--top", "0", "--"]).arg(fixture("early.c"));
+    cmd.env("LD_PRELOAD", jemalloc)
+        .args(["run", "--format", "json", "--top", "0", "--"])
+        .arg(fixture("early.c"));
     let run = Tracer::start(cmd).wait();
     assert!(run.stderr.contains("libjemalloc.so.2"), "jemalloc's functions are probed:\n{}", run.stderr);
     let report: Value = serde_json::from_str(run.stdout.lines().last().unwrap()).unwrap();

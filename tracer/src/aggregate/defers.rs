@@ -102,14 +102,7 @@ impl Defers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stacks::{RawStack, StackSource, modules::ModuleMap};
-
-    struct NoStacks;
-    impl StackSource for NoStacks {
-        fn fetch(&mut self, _: StackId) -> Option<RawStack> {
-            None
-        }
-    }
+    use crate::stacks::{modules::ModuleMap, table::NoStacks};
 
     #[test]
     fn piles_grow_pop_and_go_with_their_goroutine() {

@@ -176,7 +176,7 @@ mod tests {
     fn opens_and_closes_by_site_with_ranges_and_dup2() {
         let (mut fds, mut sites, mut cov) = table();
         let mut stacks = crate::stacks::StackTable::new(
-            Box::new(NoStacks),
+            Box::new(crate::stacks::table::NoStacks),
             crate::stacks::modules::ModuleMap::from_entries(&[]),
         );
         fds.preexisting(&[0, 1, 2], 0, &mut sites);
@@ -200,12 +200,5 @@ mod tests {
         fds.reconcile(&[0, 1, 2], &mut sites);
         let total: f64 = sites.iter().map(|(_, s)| s.live_count).sum();
         assert_eq!(total, 3.0);
-    }
-
-    struct NoStacks;
-    impl crate::stacks::StackSource for NoStacks {
-        fn fetch(&mut self, _: StackId) -> Option<crate::stacks::RawStack> {
-            None
-        }
     }
 }

@@ -170,14 +170,7 @@ impl Goroutines {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stacks::{RawStack, StackSource, modules::ModuleMap};
-
-    struct NoStacks;
-    impl StackSource for NoStacks {
-        fn fetch(&mut self, _: StackId) -> Option<RawStack> {
-            None
-        }
-    }
+    use crate::stacks::{modules::ModuleMap, table::NoStacks};
 
     fn state(goid: u64, status: u64, reason: u8, waiting: bool) -> GoroutineState {
         GoroutineState { goid, status, wait_reason: reason, gopc: 0x4000, startpc: 0x5000, waiting }

@@ -35,6 +35,17 @@ pub struct RawStack {
 
 /// Where stacks come from, and where unwind rules go: the kernel's maps, or fixed
 /// tables in tests.
+/// A source with no stacks at all, for tests of what does not need them.
+#[cfg(test)]
+pub(crate) struct NoStacks;
+
+#[cfg(test)]
+impl StackSource for NoStacks {
+    fn fetch(&mut self, _: StackId) -> Option<RawStack> {
+        None
+    }
+}
+
 pub trait StackSource {
     fn fetch(&mut self, id: StackId) -> Option<RawStack>;
     /// Hands unwind rules to the kernel side, by key.
