@@ -63,21 +63,42 @@ fn fast_placement_sees_what_entry_probes_see() {
 }
 
 fn sampling_estimates_without_bias_and_drops_unsampled_frees() {
-    let report = trace("sampling.c", &["--sample-bytes", "65536"]);
-    assert_eq!(report["coverage"]["sample_bytes"], 65536);
-    let pages = site_at(&report, "leak_pages");
-    // 20,000 blocks of 4 KiB, each sampled with p = 1 - exp(-1/16) (about 1,200 drawn):
-    // the estimate is within 3% (one standard deviation) of 81,920,000; 15% is five.
-    let bytes = pages["live_bytes"].as_f64().unwrap();
-    assert!((bytes / 81_920_000.0 - 1.0).abs() < 0.15, "estimated {bytes}");
-    let count = pages["live_count"].as_f64().unwrap();
-    assert!((count / 20_000.0 - 1.0).abs() < 0.15, "estimated {count}");
-    // Every sampled churn block was freed, and seen freed.
-    for site in sites_at(&report, "churn") {
-        assert_eq!(live(site).0, 0, "{site}");
+    const RATE: f64 = 65536.0;
+    const RUNS: usize = 5;
+    // (function, blocks, bytes each): far below the interval, around it, at it, far above.
+    let classes: [(&str, f64, f64); 4] = [
+        ("keep_tiny", 40_000.0, 64.0),
+        ("leak_pages", 20_000.0, 4096.0),
+        ("keep_mid", 200.0, 65536.0),
+        ("keep_large", 40.0, 1048576.0),
+    ];
+    let mut ratios = vec![0.0; classes.len()];
+    for _ in 0..RUNS {
+        let report = trace("sampling.c", &["--sample-bytes", "65536"]);
+        assert_eq!(report["coverage"]["sample_bytes"], 65536);
+        for (i, (function, n, _)) in classes.iter().enumerate() {
+            let estimate =
+                sites_at(&report, function).iter().map(|s| s["live_count"].as_f64().unwrap()).sum::<f64>();
+            ratios[i] += estimate / n / RUNS as f64;
+        }
+        // Every sampled churn block was freed, and seen freed.
+        for site in sites_at(&report, "churn") {
+            assert_eq!(live(site).0, 0, "{site}");
+        }
+        // Far fewer events than the 100,000 allocations and 20,000 frees.
+        assert!(report["coverage"]["events"].as_u64().unwrap() < 10_000, "{}", report["coverage"]);
     }
-    // Far fewer events than the 40,000 allocations and 20,000 frees.
-    assert!(report["coverage"]["events"].as_u64().unwrap() < 10_000, "{}", report["coverage"]);
+    // Each block is drawn with p = 1 - exp(-size/RATE) and counts 1/p: the estimate of n
+    // blocks has a relative standard deviation of sqrt((1 - p) / (n p)); over the runs,
+    // that over sqrt(RUNS). Unbiased: the mean is within four of them of the truth.
+    for ((function, n, size), ratio) in classes.iter().zip(&ratios) {
+        let p = 1.0 - (-size / RATE).exp();
+        let sigma = ((1.0 - p) / (n * p)).sqrt() / (RUNS as f64).sqrt();
+        assert!(
+            (ratio - 1.0).abs() <= 4.0 * sigma + 1e-9,
+            "{function}: mean estimate {ratio:.4} of the truth, sigma {sigma:.4}"
+        );
+    }
 }
 
 fn a_storm_is_counted_and_memory_stays_bounded() {
