@@ -16,7 +16,9 @@ pub fn tests() -> Vec<libtest_mimic::Trial> {
         sigterm_ends_a_session_with_its_final_report,
         top_all_and_min_age,
         a_preloaded_allocator_is_the_one_traced,
-        a_memory_limit_and_the_time_to_reach_it
+        a_memory_limit_and_the_time_to_reach_it,
+        growing_before_a_leak_and_shrinking,
+        other_processes_make_no_events
     ]
 }
 
@@ -135,4 +137,59 @@ fn a_memory_limit_and_the_time_to_reach_it() {
     assert!((eta - left / (rate / 60.0)).abs() <= 2.0, "eta {eta} s for {left} bytes at {rate}/min");
     drop(tracer.stop());
     drop(f);
+}
+
+/// A leak is `growing` before the evidence is enough for `leak`; a cache that drains is
+/// `shrinking`.
+fn growing_before_a_leak_and_shrinking() {
+    let mut child = Command::new(corpus_program("unbounded_cache.c"))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut tracer = Tracer::attach(child.id(), &["--interval", "1s", "--top", "0"]);
+    let at_insert = |r: &Value| sites_at(r, "cache_insert").first().map(|s| s["verdict"].clone());
+    let early =
+        tracer.report_where(Duration::from_secs(20), |r| at_insert(r).is_some_and(|v| v != "unknown"));
+    assert_eq!(at_insert(&early), Some("growing".into()), "before 10 s of evidence: {}", early["elapsed_s"]);
+    tracer.report_where(Duration::from_secs(30), |r| at_insert(r) == Some("leak".into()));
+    drop(tracer.stop());
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let mut f = Fixture::start(&fixture("shrink.c"));
+    let mut tracer = Tracer::attach(f.pid(), &["--interval", "1s", "--top", "0"]);
+    f.go();
+    let at_fill = |r: &Value| sites_at(r, "fill").first().map(|s| s["verdict"].clone());
+    let drained = tracer.report_where(Duration::from_secs(30), |r| at_fill(r) == Some("shrinking".into()));
+    assert!(sites_at(&drained, "fill")[0]["live_count"].as_u64().unwrap() < 2000);
+    drop(tracer.stop());
+    f.finish();
+}
+
+/// Only the target's calls make events: another process using the same libc at the same
+/// time makes none (the uprobes are attached for the target's process alone).
+fn other_processes_make_no_events() {
+    let workload = scratch("bystander").join("alloc_heavy");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/bench/alloc_heavy.c");
+    assert!(
+        Command::new("gcc")
+            .args(["-O2", "-pthread", "-o"])
+            .arg(&workload)
+            .arg(&src)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut f = Fixture::start(&fixture("unseen.c"));
+    let tracer = Tracer::attach(f.pid(), &["--interval", "1h", "--top", "0"]);
+    // 500,000 rounds: about 870,000 allocator calls in another process, while traced.
+    let bystander = Command::new(&workload).arg("500000").output().unwrap();
+    assert!(bystander.status.success());
+    f.go();
+    let run = tracer.stop();
+    let report = run.final_report();
+    let events = report["coverage"]["events"].as_u64().unwrap();
+    assert!(events < 1000, "the target made a few hundred events; the bystander none: {events}");
+    assert_eq!(live(site_at(&report, "remember_session")), (40, 40 * 44));
+    f.finish();
 }
