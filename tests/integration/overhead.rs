@@ -132,11 +132,12 @@ fn a_storm_is_counted_and_memory_stays_bounded() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stderr = std::io::BufReader::new(time.stderr.take().unwrap());
+    let stderr = lines_of(time.stderr.take().unwrap());
     let mut seen = String::new();
     let target: u32 = loop {
-        let mut line = String::new();
-        assert!(std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0, "no banner:\n{seen}");
+        let line = stderr
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("no banner within 60 s ({e}):\n{seen}"));
         seen.push_str(&line);
         if let Some(rest) = line.strip_prefix("leaktracer: tracing pid ") {
             break rest.split(' ').next().unwrap().parse().unwrap();
@@ -163,7 +164,7 @@ fn a_storm_is_counted_and_memory_stays_bounded() {
     unsafe { libc::kill(tracer, libc::SIGCONT) };
     let mut stdout = String::new();
     std::io::Read::read_to_string(&mut time.stdout.take().unwrap(), &mut stdout).unwrap();
-    std::io::Read::read_to_string(&mut stderr, &mut seen).unwrap();
+    seen.extend(stderr.iter());
     assert!(time.wait().unwrap().success(), "{seen}");
     let report: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     let coverage = &report["coverage"];

@@ -168,10 +168,14 @@ fn fifos_never_block() {
         let fifo = fifo.clone();
         std::thread::spawn(move || std::fs::read(fifo).unwrap())
     };
-    // Wait until the reader has the FIFO open.
+    // Wait until the reader has the FIFO open (a deadline, not a hang, if it never does).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let outputs = loop {
         match Outputs::open(&[Format::Folded], &places(Some(&fifo), None), export()) {
             Ok(o) => break o,
+            Err(e) if std::time::Instant::now() >= deadline => {
+                panic!("the reader never opened the FIFO: {e}")
+            }
             Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
         }
     };
