@@ -208,7 +208,7 @@ fn the_corpus_gets_its_ground_truth() {
         println!("{:<16} {:<16} {:<9} {:<16} {}", row[0], row[1], row[2], row[3], row[4]);
     }
     println!(
-        "\nprecision {precision:.2} ({} of {} leak verdicts right), recall {recall:.2} ({} of {} leaks found); window {WINDOW_S} s{}",
+        "\nprecision {precision:.2} ({} of {} sites called leak are leaks), recall {recall:.2} ({} of {} leaking functions found at all their sites); window {WINDOW_S} s{}",
         score.true_leak_sites,
         score.true_leak_sites + score.false_leak_sites,
         score.leaks_found,

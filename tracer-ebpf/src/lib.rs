@@ -44,6 +44,16 @@ pub mod func {
         ("free", FREE),
     ];
 
+    /// How many integer arguments an allocator function takes (the registers its entry
+    /// program reads, which a probe placed past the entry must find unchanged).
+    pub const fn arguments(id: u32) -> usize {
+        match id {
+            CALLOC | REALLOC | MEMALIGN | ALIGNED_ALLOC => 2,
+            REALLOCARRAY | POSIX_MEMALIGN => 3,
+            _ => 1,
+        }
+    }
+
     /// The name of an allocator function id.
     pub fn name(id: u32) -> Option<&'static str> {
         let mut i = 0;

@@ -168,7 +168,9 @@ pub fn choose(candidates: &[Candidate], placement: Placement) -> Vec<ProbePoint>
                 continue;
             }
             if let Some(at) = functions.get(name) {
-                let skip = if fast { super::placement::fast_offset(&at.code, at.vaddr) } else { 0 };
+                let arguments = tracer_ebpf::func::arguments(func);
+                let skip =
+                    if fast { super::placement::fast_offset(&at.code, at.vaddr, arguments) } else { 0 };
                 provided.insert(
                     name,
                     ProbePoint {

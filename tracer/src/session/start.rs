@@ -144,8 +144,13 @@ fn announce(target: &Target, points: &[ProbePoint], probes: &Probes, options: &S
     let (kinds, growth) = (options.probes.kinds, options.probes.mode == Mode::Growth);
     let mut what = Vec::new();
     if kinds.contains(Kind::Heap) {
-        let mut objects: Vec<&str> = points.iter().map(|p| p.display.as_str()).collect();
-        objects.dedup();
+        // Each object once, in the order its first function is listed.
+        let mut objects: Vec<&str> = Vec::new();
+        for p in points {
+            if !objects.contains(&p.display.as_str()) {
+                objects.push(&p.display);
+            }
+        }
         what.push(if points.is_empty() {
             "no malloc-family functions found".to_string()
         } else {
