@@ -211,6 +211,10 @@ fn pools_and_churn_are_stable(minor: u32, stripped: bool) {
         let report = run.final_report();
         let site = go_site(&report, f, marker).unwrap_or_else(|| panic!("no site at {marker}: {report:#}"));
         assert_eq!(site["verdict"], "stable", "{marker}: {site:#}\ncoverage: {}", report["coverage"]);
+        // Every goroutine counted as created and not as ended is live, whatever order the
+        // scans and the events came in.
+        let figure = |name: &str| site[name].as_u64().unwrap_or_else(|| panic!("{name}: {site:#}"));
+        assert_eq!(figure("allocs") - figure("frees"), figure("live_count"), "{marker}: {site:#}");
         let leaks: Vec<&Value> =
             sites_of_kind(&report, "goroutine").into_iter().filter(|s| s["verdict"] == "leak").collect();
         assert!(leaks.is_empty(), "{marker}: no goroutine site is a leak: {leaks:#?}");

@@ -67,7 +67,16 @@ impl Goroutines {
         };
         let site = sites.intern(SiteKey { kind: SiteKind::Goroutine, stack, detail: g.startpc });
         sites.get_mut(site).born(0, 1.0);
-        self.live.insert(g.goid, G { site, born_ns: g.ts_ns, parked: None });
+        let mut fresh = G { site, born_ns: g.ts_ns, parked: None };
+        // A scan can meet a goroutine before its creation event is read (the event was
+        // still in the ring). The scan's provisional entry, at the `go` statement alone,
+        // gives way to the event's, which has the creation stack; left counted, it would
+        // be a goroutine that never ends.
+        if let Some(provisional) = self.live.remove(&g.goid) {
+            sites.get_mut(provisional.site).released(0, true, 1.0);
+            fresh.parked = provisional.parked;
+        }
+        self.live.insert(g.goid, fresh);
     }
 
     pub fn exit(&mut self, goid: u64, sites: &mut Sites) {
@@ -211,5 +220,24 @@ mod tests {
         // Goroutine 1 vanishes from the next scan: its exit was lost.
         gs.scanned(&states[1..], 200, &mut sites, &mut stacks);
         assert_eq!((gs.vanished, gs.live.len()), (1, 3));
+    }
+
+    #[test]
+    fn a_scan_ahead_of_the_creation_event_counts_the_goroutine_once() {
+        let mut sites = Sites::default();
+        let mut stacks = StackTable::new(Box::new(NoStacks), ModuleMap::from_entries(&[]));
+        let mut gs = Goroutines::new(Statuses { waiting: 4, leaked: None });
+        // The scan sees goroutine 9 parked; its creation event, with a stack, comes after.
+        gs.scanned(&[state(9, 4, 15, true)], 100, &mut sites, &mut stacks);
+        let event =
+            NewGoroutine { ts_ns: 90, goid: 9, gopc: 0x4000, startpc: 0x5000, stack: Some(StackId(7)) };
+        gs.create(&event, &mut sites, &mut stacks);
+        let live: Vec<f64> = sites.iter().map(|(_, s)| s.live_count).collect();
+        assert_eq!(live, [0.0, 1.0], "the scan's site gave its goroutine to the event's");
+        assert_eq!(gs.live[&9].born_ns, 90);
+        assert_eq!(gs.live[&9].parked.map(|p| p.reason), Some(15));
+        gs.exit(9, &mut sites);
+        assert!(sites.iter().all(|(_, s)| s.live_count == 0.0));
+        assert_eq!(gs.unknown_exits, 0);
     }
 }

@@ -294,7 +294,9 @@ fn member_location(entry: &gimli::DebuggingInformationEntry<'_, '_, Slice<'_>>) 
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::{Options, Section, compress, elf_with_debug as elf_with, elf64};
+    use super::super::testutil::{
+        Options, Section, compress, dwarf_sections, elf_with_debug as elf_with, elf64,
+    };
     use super::*;
     use gimli::write::{self as w, AttributeValue as V};
 
@@ -316,18 +318,7 @@ mod tests {
         dwarf.unit.get_mut(decl).set(gimli::DW_AT_name, V::String(b"runtime.m".to_vec()));
         dwarf.unit.get_mut(decl).set(gimli::DW_AT_declaration, V::Flag(true));
         add_struct(&mut dwarf, root, "runtime.m", 1000, &[("curg", 184, None)]);
-        let mut sections = w::Sections::new(w::EndianVec::new(gimli::LittleEndian));
-        dwarf.write(&mut sections).unwrap();
-        let mut out = Vec::new();
-        sections
-            .for_each(|id, data| -> gimli::Result<()> {
-                if !data.slice().is_empty() {
-                    out.push((id.name(), data.slice().to_vec()));
-                }
-                Ok(())
-            })
-            .unwrap();
-        out
+        dwarf_sections(&mut dwarf)
     }
 
     /// Adds a struct with `(name, offset, type)` members; returns its id.

@@ -224,7 +224,12 @@ pub(super) fn dwarf_with_structs(structs: &[TestStruct<'_>], version: u16) -> Ve
             }
         }
     }
-    let mut sections = w::Sections::new(w::EndianVec::new(gimli::LittleEndian));
+    dwarf_sections(&mut dwarf)
+}
+
+/// The non-empty DWARF sections `(name, bytes)` of a written unit.
+pub(super) fn dwarf_sections(dwarf: &mut gimli::write::DwarfUnit) -> Vec<(&'static str, Vec<u8>)> {
+    let mut sections = gimli::write::Sections::new(gimli::write::EndianVec::new(gimli::LittleEndian));
     dwarf.write(&mut sections).unwrap();
     let mut out = Vec::new();
     sections
