@@ -374,17 +374,7 @@ fn summary(values: &[f64]) -> (f64, f64, f64) {
 fn go_bench(root: &Path, out: &Path, tracer: &Path, runs: usize) -> anyhow::Result<()> {
     let go = setup::go_tool(27).context("Go 1.27 is not installed (cargo xtask setup)")?;
     let exe = out.join("gochurn");
-    cmd::run(
-        Command::new(go)
-            .current_dir(root.join("tests/bench/gochurn"))
-            .env("GOTOOLCHAIN", "local")
-            .env("GOPROXY", "off")
-            .env("GOFLAGS", "-mod=mod")
-            .env("CGO_ENABLED", "0")
-            .env("GOCACHE", out.join("gocache"))
-            .args(["build", "-o"])
-            .arg(&exe),
-    )?;
+    cmd::run(&mut setup::go_build(&go, &root.join("tests/bench/gochurn"), &out.join("gocache"), &exe))?;
     let bench = Bench { tracer: tracer.to_path_buf(), workload: exe, iterations: 200_000 };
     for (mode, what) in [("create", "goroutine created and ended"), ("park", "park")] {
         println!("\n## Go: {what} (Go 1.27)");

@@ -62,16 +62,7 @@ fn go_service(root: &Path) -> anyhow::Result<()> {
     let go =
         setup::go_tool(27).or_else(|| setup::go_tool(19)).context("no Go toolchain (cargo xtask setup)")?;
     cmd::run(
-        Command::new(go)
-            .current_dir(root.join("tests/go/service"))
-            .env("GOTOOLCHAIN", "local")
-            .env("GOPROXY", "off")
-            .env("GOFLAGS", "-mod=mod")
-            .env("CGO_ENABLED", "0")
-            .env("GOCACHE", out.join("gocache"))
-            .args(["build", "-o"])
-            .arg(&exe)
-            .arg("service.go"),
+        setup::go_build(&go, &root.join("tests/go/service"), &out.join("gocache"), &exe).arg("service.go"),
     )?;
     let data = out.join("service-data");
     let _ = std::fs::remove_dir_all(&data);

@@ -20,18 +20,8 @@ pub fn run(extra: &[PathBuf]) -> anyhow::Result<()> {
     let mut binaries = Vec::new();
     for (i, go) in gos.iter().enumerate() {
         let exe = out.join(format!("probe-{i}"));
-        cmd::run(
-            std::process::Command::new(go)
-                .current_dir(root.join("tests/go/noheap"))
-                .env("GOTOOLCHAIN", "local")
-                .env("GOPROXY", "off")
-                .env("GOFLAGS", "-mod=mod")
-                .env("CGO_ENABLED", "0")
-                .env("GOCACHE", out.join(format!("gocache-{i}")))
-                .args(["build", "-o"])
-                .arg(&exe)
-                .arg("noheap.go"),
-        )?;
+        let cache = out.join(format!("gocache-{i}"));
+        cmd::run(setup::go_build(go, &root.join("tests/go/noheap"), &cache, &exe).arg("noheap.go"))?;
         binaries.push(exe);
     }
     let mut example = cmd::cargo(&env);

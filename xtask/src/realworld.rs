@@ -81,6 +81,21 @@ fn spawn(cmd: &mut Command) -> anyhow::Result<Guard> {
     Ok(Guard(child))
 }
 
+/// redis-benchmark sending `requests` SETs over `keyspace` keys from 8 clients, quietly.
+fn redis_sets(port: u16, keyspace: u64, requests: u64) -> Command {
+    let mut load = Command::new("redis-benchmark");
+    load.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "set"]).args([
+        "-r",
+        &keyspace.to_string(),
+        "-n",
+        &requests.to_string(),
+        "-c",
+        "8",
+        "-q",
+    ]);
+    load
+}
+
 /// A free TCP port on 127.0.0.1.
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
@@ -171,21 +186,7 @@ impl World {
     /// key and value sites are leaks within 15 s.
     fn redis(&self, keyspace: u64, unbounded: bool) -> anyhow::Result<String> {
         let (server, port) = self.redis_server()?;
-        let _load = spawn(Command::new("redis-benchmark").args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-t",
-            "set",
-            "-r",
-            &keyspace.to_string(),
-            "-n",
-            "50000000",
-            "-c",
-            "8",
-            "-q",
-        ]))?;
+        let _load = spawn(&mut redis_sets(port, keyspace, 50_000_000))?;
         let all = self.attach(server.0.id(), if unbounded { "redis-unbounded" } else { "redis-bounded" })?;
         let last = all.last().context("no report")?;
         if !unbounded {
@@ -290,21 +291,7 @@ impl World {
             } else {
                 None
             };
-            let out = Command::new("redis-benchmark")
-                .args([
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &port.to_string(),
-                    "-t",
-                    "set",
-                    "-r",
-                    "10000",
-                    "-n",
-                    "300000",
-                ])
-                .args(["-c", "8", "-q"])
-                .output()?;
+            let out = redis_sets(port, 10_000, 300_000).output()?;
             let text = String::from_utf8_lossy(&out.stdout);
             let rps: f64 = text
                 .split_whitespace()

@@ -107,6 +107,22 @@ pub fn go_tool(minor: u32) -> Option<PathBuf> {
     go.exists().then_some(go)
 }
 
+/// `go build -o EXE` in `dir`, offline and reproducible (the brief's settings), with its
+/// build cache at `cache`; the caller adds the package or files to build.
+pub fn go_build(go: &Path, dir: &Path, cache: &Path, exe: &Path) -> Command {
+    let mut build = Command::new(go);
+    build
+        .current_dir(dir)
+        .env("GOTOOLCHAIN", "local")
+        .env("GOPROXY", "off")
+        .env("GOFLAGS", "-mod=mod")
+        .env("CGO_ENABLED", "0")
+        .env("GOCACHE", cache)
+        .args(["build", "-o"])
+        .arg(exe);
+    build
+}
+
 /// Minor versions named by `go`: `all`, or a comma-separated list of `1.N`.
 pub fn go_minors(go: &str) -> anyhow::Result<Vec<u32>> {
     if go == "all" {
